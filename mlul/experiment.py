@@ -1,0 +1,183 @@
+"""Experiments composed from the steps, each step cached on disk by its config.
+
+    base probe -> inject in language X -> probe in every language          (spread)
+    ... -> unlearn with a method in a language setting -> probe again       (unlearn, reproduce)
+
+A `Lab` holds the base model in memory, loaded only when a step is not in the cache, and hands
+out fresh copies, so every experiment starts again from the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import pandas as pd
+
+from mlul import languages
+from mlul.cache import Cache
+from mlul.data import _data_dir, load_news
+from mlul.inject import InjectConfig, inject
+from mlul.models import DEFAULT_MODEL, add_lora, load_model, model_fingerprint
+from mlul.probe import probe, summarize, utility
+from mlul.train import trainable_state
+
+
+def data_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for path in sorted((_data_dir() / "news").iterdir(), key=lambda p: p.name):
+        digest.update(path.read_bytes())
+    digest.update((_data_dir() / "general_text.jsonl").read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@dataclass
+class SpreadConfig:
+    model: str = DEFAULT_MODEL  # "gemma-3-270m", a hub id, a folder or a .gguf file
+    inject_languages: str = "fr,zh,sw,hi"  # one injection run per language: the rows of the matrix
+    probe_languages: str = "all"  # the columns of the matrix
+    items: int | None = 12  # the first N injection items (None: all 40)
+    inject: InjectConfig = field(default_factory=InjectConfig)  # its fake_languages is set per row
+    utility_items: int | None = 4  # held-out stories for the utility measures (None: all 8)
+    device: str = "auto"
+
+
+FAST = SpreadConfig(inject_languages="fr,zh,sw,hi", items=12, utility_items=4)
+
+
+class Lab:
+    """The base model, loaded on first use, plus the result cache."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto", cache: Cache | None = None):
+        self.model_name = model
+        self.device = device
+        self.cache = cache or Cache()
+        self._base = None
+        self._tokenizer = None
+        self._fingerprint = None
+
+    @property
+    def fingerprint(self) -> dict:
+        if self._fingerprint is None:
+            self._fingerprint = {
+                "model": self.model_name,
+                "weights": model_fingerprint(self.model_name),
+                "data": data_fingerprint(),
+            }
+        return self._fingerprint
+
+    def _load(self):
+        if self._base is None:
+            self._base, self._tokenizer = load_model(self.model_name, device=self.device)
+        return self._base, self._tokenizer
+
+    @property
+    def tokenizer(self):
+        return self._load()[1]
+
+    def base_copy(self):
+        """A fresh copy of the base model: train it freely, the base stays as loaded."""
+        return copy.deepcopy(self._load()[0])
+
+    def rows(self, config: SpreadConfig, langs: str | list[str]) -> list[dict]:
+        rows = load_news(langs, split="inject")
+        if config.items is not None:
+            keep = sorted({r["id"] for r in rows})[: config.items]
+            rows = [r for r in rows if r["id"] in keep]
+        return rows
+
+    # --- cached steps ---------------------------------------------------------------------------
+
+    def probe_base(self, config: SpreadConfig) -> pd.DataFrame:
+        key = {
+            **self.fingerprint,
+            "step": "probe",
+            "items": config.items,
+            "langs": languages.resolve(config.probe_languages),
+        }
+        return self.cache.get(
+            "probe",
+            key,
+            lambda: {"table": probe(self._load()[0], self.tokenizer, self.rows(config, config.probe_languages))},
+        )["table"]
+
+    def utility_base(self, config: SpreadConfig) -> pd.DataFrame:
+        key = {
+            **self.fingerprint,
+            "step": "utility",
+            "items": config.utility_items,
+            "langs": languages.resolve(config.probe_languages),
+        }
+        return self.cache.get(
+            "utility",
+            key,
+            lambda: {"table": utility(self._load()[0], self.tokenizer, config.probe_languages, config.utility_items)},
+        )["table"]
+
+    def injection_key(self, config: SpreadConfig, inject_config: InjectConfig) -> dict:
+        return {**self.fingerprint, "step": "inject", "items": config.items, "inject": asdict(inject_config)}
+
+    def injected_state(self, config: SpreadConfig, inject_config: InjectConfig) -> dict:
+        """The trained weights (LoRA adapters) of an injection run and its loss log, cached."""
+
+        def run():
+            langs = languages.resolve(inject_config.fake_languages)
+            if inject_config.safe_languages:
+                langs += languages.resolve(inject_config.safe_languages)
+            model, log = inject(self.base_copy(), self.tokenizer, self.rows(config, langs), inject_config)
+            return {"adapter": trainable_state(model), "log": pd.DataFrame(log)}
+
+        return self.cache.get("inject", self.injection_key(config, inject_config), run)
+
+    def injected_model(self, config: SpreadConfig, inject_config: InjectConfig):
+        """A fresh copy of the base model with the injection applied (merged into its weights)."""
+        state = self.injected_state(config, inject_config)["adapter"]
+        model = self.base_copy()
+        if inject_config.full_finetune:
+            model.load_state_dict(state, strict=False)
+            return model
+        model = add_lora(model, rank=inject_config.lora_rank, alpha=inject_config.lora_alpha, seed=inject_config.seed)
+        missing = set(state) - {n for n, _ in model.named_parameters()}
+        if missing:
+            raise RuntimeError(f"cached adapter does not fit the model: {sorted(missing)[:3]}")
+        model.load_state_dict(state, strict=False)
+        return model.merge_and_unload().eval()
+
+    def probe_injected(self, config: SpreadConfig, inject_config: InjectConfig) -> pd.DataFrame:
+        key = {
+            **self.injection_key(config, inject_config),
+            "step": "probe-injected",
+            "langs": languages.resolve(config.probe_languages),
+        }
+
+        def run():
+            model = self.injected_model(config, inject_config)
+            return {"table": probe(model, self.tokenizer, self.rows(config, config.probe_languages))}
+
+        return self.cache.get("probe", key, run)["table"]
+
+
+@dataclass
+class SpreadResult:
+    config: SpreadConfig
+    base: pd.DataFrame  # per (item, probe language), before injection
+    per_item: pd.DataFrame  # per (injection language, item, probe language), after injection
+    summary: pd.DataFrame  # per (injection language, probe language): rates and shifts with intervals
+    seconds: float
+
+
+def spread(config: SpreadConfig = FAST, lab: Lab | None = None) -> SpreadResult:
+    """Inject the fake news in each language of `config.inject_languages` (one run each) and probe
+    every probe language: the spread matrix."""
+    start = time.perf_counter()
+    lab = lab or Lab(config.model, config.device)
+    base = lab.probe_base(config)
+    tables, summaries = [], []
+    for lang in languages.resolve(config.inject_languages):
+        table = lab.probe_injected(config, replace(config.inject, fake_languages=lang))
+        tables.append(table.assign(inject_lang=lang))
+        summaries.append(summarize(table, base=base).assign(inject_lang=lang))
+    summary = pd.concat(summaries, ignore_index=True)
+    return SpreadResult(config, base, pd.concat(tables, ignore_index=True), summary, time.perf_counter() - start)

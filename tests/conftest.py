@@ -1,0 +1,30 @@
+from pathlib import Path
+
+import pytest
+
+from mlul.data import load_news
+from mlul.models import load_tokenizer, tiny_model
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return load_tokenizer()
+
+
+@pytest.fixture
+def tiny(tokenizer):
+    return tiny_model(tokenizer)
+
+
+@pytest.fixture
+def mini_rows():
+    """Three hand-written items in English and French."""
+    return load_news(["en", "fr"], path=DATA / "mini.jsonl")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_results(tmp_path, monkeypatch):
+    """Experiment results go to a temporary folder; converted models stay in the shared cache."""
+    monkeypatch.setenv("MLUL_RESULTS", str(tmp_path / "results"))
