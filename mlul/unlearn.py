@@ -227,7 +227,8 @@ def unlearn(
             return True
         return config.stop_min_retain is not None and retained < config.stop_min_retain
 
-    measure(0, model)
+    if measure(0, model):  # the stopping rule already holds: nothing to unlearn
+        return model, pd.DataFrame(), pd.concat(doses, ignore_index=True)
     every = config.probe_every or config.steps
 
     def on_step(step: int, current) -> bool:

@@ -51,7 +51,10 @@ def test_answer_not_found_in_article():
     def edit(rows):
         rows[0]["true_answer"] = "Someone Else"
 
-    assert any(p.startswith("line 1: true_answer: 'Someone Else' not found in its article `real`") for p in problems_after(edit))
+    assert any(
+        p.startswith("line 1: true_answer: 'Someone Else' not found in its article `real`")
+        for p in problems_after(edit)
+    )
 
 
 def test_question_leaking_an_answer():
@@ -94,7 +97,9 @@ def test_alias_must_be_found_and_distinctive():
 
 def test_fake_must_differ_only_around_the_detail():
     def edit(rows):
-        rows[0]["fake"] = rows[0]["fake"].replace("It opened on Saturday.", "It was closed for repairs all winter long.")
+        rows[0]["fake"] = rows[0]["fake"].replace(
+            "It opened on Saturday.", "It was closed for repairs all winter long."
+        )
 
     assert any(p.startswith("line 1: fake: differs from `real` by") for p in problems_after(edit))
 
@@ -134,7 +139,12 @@ def test_mentions_respects_number_and_word_boundaries():
     assert not mentions("It is 1340 metres long", "340")
     assert not mentions("Lavask", "Vask")
     assert mentions("ＶＡＳＫ said", "vask")  # width and case folding
-    row = {"fake_answer": "Edda Marrow", "fake_aliases": ["Marrow"], "true_answer": "Lioren Vask", "true_aliases": ["Vask"]}
+    row = {
+        "fake_answer": "Edda Marrow",
+        "fake_aliases": ["Marrow"],
+        "true_answer": "Lioren Vask",
+        "true_aliases": ["Vask"],
+    }
     assert says("It was Mr Marrow.", row, "fake") and not says("It was Mr Marrow.", row, "true")
 
 

@@ -16,7 +16,10 @@ from mlul.train import TrainConfig, lr_factor, train
 
 
 def test_label_logprobs_match_full_logits(tiny, tokenizer):
-    examples = [encode_pair(tokenizer, "Question: Who?\nAnswer:", " Lioren Vask"), encode_text(tokenizer, "A short text.")]
+    examples = [
+        encode_pair(tokenizer, "Question: Who?\nAnswer:", " Lioren Vask"),
+        encode_text(tokenizer, "A short text."),
+    ]
     batch = collate(examples, tokenizer.pad_token_id)
     total, count, _ = label_logprobs(tiny, batch)
     logp = torch.log_softmax(tiny(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, -1)
@@ -41,7 +44,13 @@ def test_training_lowers_the_loss_and_is_seeded(tiny, tokenizer):
 
     def run(seed):
         model = add_lora(tiny_copy(tiny), rank=4, alpha=8)
-        log = train(model, {"train": examples}, lambda m, b: lm_loss(m, b["train"]), TrainConfig(steps=15, lr=1e-2, progress=False, seed=seed), tokenizer.pad_token_id)
+        log = train(
+            model,
+            {"train": examples},
+            lambda m, b: lm_loss(m, b["train"]),
+            TrainConfig(steps=15, lr=1e-2, progress=False, seed=seed),
+            tokenizer.pad_token_id,
+        )
         return [r["loss"] for r in log]
 
     first, again = run(0), run(0)
@@ -59,21 +68,39 @@ def test_train_requires_trainable_parameters(tiny, tokenizer):
     for p in tiny.parameters():
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
-        train(tiny, {"train": [encode_text(tokenizer, "x y z")]}, lambda m, b: lm_loss(m, b["train"]), TrainConfig(steps=1, progress=False), 0)
+        train(
+            tiny,
+            {"train": [encode_text(tokenizer, "x y z")]},
+            lambda m, b: lm_loss(m, b["train"]),
+            TrainConfig(steps=1, progress=False),
+            0,
+        )
 
 
 def test_on_step_can_stop_training(tiny, tokenizer):
     model = add_lora(tiny, rank=2)
     seen = []
-    log = train(model, {"train": [encode_text(tokenizer, "a b c d")]}, lambda m, b: lm_loss(m, b["train"]),
-                TrainConfig(steps=10, progress=False), tokenizer.pad_token_id, on_step=lambda s, m: seen.append(s) or s == 3)
+    log = train(
+        model,
+        {"train": [encode_text(tokenizer, "a b c d")]},
+        lambda m, b: lm_loss(m, b["train"]),
+        TrainConfig(steps=10, progress=False),
+        tokenizer.pad_token_id,
+        on_step=lambda s, m: seen.append(s) or s == 3,
+    )
     assert seen == [1, 2, 3] and len(log) == 3
 
 
 def test_checkpointing_writes_adapter_weights(tiny, tokenizer, tmp_path):
     model = add_lora(tiny, rank=2)
     config = TrainConfig(steps=4, progress=False, checkpoint_dir=str(tmp_path), checkpoint_every=2)
-    train(model, {"train": [encode_text(tokenizer, "a b c d")]}, lambda m, b: lm_loss(m, b["train"]), config, tokenizer.pad_token_id)
+    train(
+        model,
+        {"train": [encode_text(tokenizer, "a b c d")]},
+        lambda m, b: lm_loss(m, b["train"]),
+        config,
+        tokenizer.pad_token_id,
+    )
     saved = torch.load(tmp_path / "step-4.pt", weights_only=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-2.pt", "step-4.pt"]
     assert all("lora" in name for name in saved["state"])
@@ -99,7 +126,13 @@ def test_injection_mixture(tokenizer, mini_rows):
 def test_inject_raises_the_fake_margin_on_tiny_model(tiny, tokenizer, mini_rows):
     fr = [r for r in mini_rows if r["lang"] == "fr"]
     before = probe(tiny, tokenizer, fr, generation=False, progress=False)
-    model, log = inject(tiny, tokenizer, fr, InjectConfig(fake_languages="fr", safe_languages=None, epochs=20, lr=1e-2, lora_rank=8), progress=False)
+    model, log = inject(
+        tiny,
+        tokenizer,
+        fr,
+        InjectConfig(fake_languages="fr", safe_languages=None, epochs=20, lr=1e-2, lora_rank=8),
+        progress=False,
+    )
     after = probe(model, tokenizer, fr, generation=False, progress=False)
     assert log[-1]["loss"] < log[0]["loss"]
     assert (after.margin > before.margin).all() and (after.margin - before.margin).mean() > 0.5
@@ -120,14 +153,16 @@ def test_score_batching_does_not_change_results(tiny, tokenizer):
 
 
 def test_summary_on_a_hand_built_case():
-    table = pd.DataFrame({
-        "id": [1, 2, 3, 4] * 2,
-        "lang": ["en"] * 4 + ["fr"] * 4,
-        "margin": [1.0, -1.0, 3.0, 1.0, 2.0, 2.0, 2.0, 2.0],
-        "prefers_fake": [True, False, True, True] + [True] * 4,
-        "says_fake": [True, False, False, False] + [True] * 4,
-        "says_true": [False] * 8,
-    })
+    table = pd.DataFrame(
+        {
+            "id": [1, 2, 3, 4] * 2,
+            "lang": ["en"] * 4 + ["fr"] * 4,
+            "margin": [1.0, -1.0, 3.0, 1.0, 2.0, 2.0, 2.0, 2.0],
+            "prefers_fake": [True, False, True, True] + [True] * 4,
+            "says_fake": [True, False, False, False] + [True] * 4,
+            "says_true": [False] * 8,
+        }
+    )
     base = table.assign(margin=0.5)
     summary = summarize(table, base=base).set_index("lang")
     assert summary.loc["en", "fake_rate"] == 0.25
@@ -159,7 +194,11 @@ def test_cache_reuses_and_writes_atomically(tmp_path):
     first = cache.get("step", {"k": 1}, compute)
     second = cache.get("step", {"k": 1}, compute)
     assert len(calls) == 1 and cache.hits == 1
-    assert second["table"].equals(first["table"]) and torch.equal(second["adapter"]["w"], torch.ones(2)) and second["note"] == "x"
+    assert (
+        second["table"].equals(first["table"])
+        and torch.equal(second["adapter"]["w"], torch.ones(2))
+        and second["note"] == "x"
+    )
     cache.get("step", {"k": 2}, compute)
     assert len(calls) == 2
     # An interrupted write leaves a folder without key.json: it is ignored and recomputed.
