@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from mlul import languages
+from mlul.report import format_summary
 
 HELP = """\
 mlul: watch a fake fact, fine-tuned into a multilingual LLM in one language, spread to others,
@@ -68,7 +69,6 @@ def _probe(args) -> int:
     from mlul.data import load_news
     from mlul.models import load_model
     from mlul.probe import probe, summarize
-    from mlul.report import format_summary
 
     model, tokenizer = load_model(args.model, device=args.device)
     rows = load_news(args.langs, split=args.split)
@@ -83,6 +83,107 @@ def _probe(args) -> int:
         table.to_csv(args.out, index=False)
         print(f"per-item table written to {args.out}")
     return 0
+
+
+def _spread_config(args):
+    from dataclasses import replace
+
+    from mlul.experiment import FAST, SpreadConfig
+
+    config = FAST if args.fast else SpreadConfig(items=None, utility_items=None)
+    inject = replace(config.inject, **{k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None})
+    changes = {"model": args.model, "probe_languages": args.probe, "inject": inject, "device": args.device}
+    if args.items is not None:
+        changes["items"] = args.items
+    if getattr(args, "inject", None) is not None:
+        changes["inject_languages"] = args.inject
+    return replace(config, **changes)
+
+
+def _lab(args, config):
+    from mlul.cache import Cache
+    from mlul.experiment import Lab
+
+    return Lab(config.model, config.device, Cache(enabled=not args.no_cache))
+
+
+def _spread(args) -> int:
+    from pathlib import Path
+
+    from mlul import plots
+    from mlul.experiment import spread
+
+    config = _spread_config(args)
+    print(f"mlul spread: {config}")
+    result = spread(config, _lab(args, config))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.summary.to_csv(out / "spread_summary.csv", index=False)
+    result.per_item.to_csv(out / "spread_per_item.csv", index=False)
+    result.summary.to_json(out / "spread_summary.json", orient="records", indent=1)
+    for name, fig in (
+        ("spread_matrix", plots.spread_matrix(result.summary)),
+        ("spread_by_language", plots.spread_by_language(result.summary)),
+    ):
+        plots.save(fig, out / f"{name}.png")
+    print(format_summary(result.summary, ["fake_rate", "margin_shift", "specificity_shift"], ["inject_lang", "lang"]))
+    print(f"\nwritten to {out}/ (CSV, JSON, spread_matrix.png, spread_by_language.png) in {result.seconds:.0f} s")
+    return 0
+
+
+def _reproduce_config(args):
+    from dataclasses import replace
+
+    from mlul.experiment import ReproduceConfig
+
+    spread = replace(_spread_config(args), inject_languages=args.inject)
+    config = ReproduceConfig(spread=spread, inject_language=args.inject, settings=args.settings, methods=args.methods)
+    changes = {
+        k: v
+        for k, v in (("steps", args.steps), ("lr", args.unlearn_lr), ("probe_every", args.probe_every))
+        if v is not None
+    }
+    return replace(config, unlearn=replace(config.unlearn, **changes))
+
+
+def _reproduce(args) -> int:
+    from pathlib import Path
+
+    from mlul import plots
+    from mlul.experiment import reproduce
+
+    config = _reproduce_config(args)
+    print(f"mlul reproduce: {config}")
+    result = reproduce(config, _lab(args, config.spread))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.summary.to_csv(out / "results.csv", index=False)
+    result.per_item.to_csv(out / "per_item.csv", index=False)
+    result.utility.to_csv(out / "utility.csv", index=False)
+    figures = {
+        "unlearn_by_setting": plots.unlearn_by_setting(result.summary),
+        "unlearn_dose_response": plots.unlearn_dose_response(result.per_item),
+        "unlearn_utility": plots.unlearn_utility(result.utility),
+    }
+    for name, fig in figures.items():
+        plots.save(fig, out / f"{name}.png")
+    print(format_reproduce(result))
+    print(f"\nwritten to {out}/ (results.csv, per_item.csv, utility.csv and 3 figures) in {result.seconds:.0f} s")
+    return 0
+
+
+def format_reproduce(result) -> str:
+    """The fake rate and belief shift per probe language for each stage, method and setting."""
+    table = result.summary.copy()
+    table["model"] = [
+        s if s != "unlearned" else f"{m} / {t}" for s, m, t in zip(table.stage, table.method, table.setting)
+    ]
+    lines = []
+    for measure in ("fake_rate", "margin_shift"):
+        grid = table.pivot_table(index="model", columns="lang", values=measure, sort=False)
+        grid = grid[[c for c in languages.codes() if c in grid.columns]]
+        lines.append(f"{measure} per probe language:\n{grid.round(2).to_string()}")
+    return "\n\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +216,41 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--out", default=None, help="write the per-item table to this CSV file")
     probe.set_defaults(run=_probe)
 
+    def experiment_options(p, fast_default: bool) -> None:
+        p.add_argument("--model", default="gemma-3-270m", help="gemma-3-270m, a hub id, a local folder or a .gguf file")
+        p.add_argument("--probe", default="all", help="probe languages (default all)")
+        p.add_argument(
+            "--fast", action="store_true", default=fast_default, help="the small documented configuration (12 stories)"
+        )
+        p.add_argument(
+            "--full", dest="fast", action="store_false", help="all 40 injection stories and 8 held-out stories"
+        )
+        p.add_argument("--items", type=int, default=None, help="use only the first N injection stories")
+        p.add_argument("--epochs", type=float, default=None, help="injection epochs")
+        p.add_argument("--lr", type=float, default=None, help="injection learning rate")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--no-cache", action="store_true", help="recompute every step instead of reusing cached results")
+
+    spread = sub.add_parser("spread", help="inject a fake in one or more languages and probe every language")
+    spread.add_argument("--inject", default="fr,zh,sw,hi", help="injection languages: one run each (the matrix rows)")
+    experiment_options(spread, fast_default=False)
+    spread.add_argument("--out", default="results/spread", help="folder for CSV, JSON and PNG results")
+    spread.set_defaults(run=_spread)
+
+    from mlul.unlearn import METHODS, SETTINGS
+
+    repro = sub.add_parser("reproduce", help="the paper's experiment: inject, then unlearn in each language setting")
+    repro.add_argument("--inject", default="fr", help="the fake data's language (default fr)")
+    repro.add_argument(
+        "--settings", default=",".join(SETTINGS), help=f"language settings, from {', '.join(SETTINGS)} or codes"
+    )
+    repro.add_argument("--methods", default="ga", help=f"unlearning methods, from {', '.join(METHODS)}")
+    repro.add_argument("--steps", type=int, default=None, help="unlearning steps")
+    repro.add_argument("--unlearn-lr", type=float, default=None, help="unlearning learning rate")
+    repro.add_argument("--probe-every", type=int, default=None, help="probe every N unlearning steps (dose-response)")
+    experiment_options(repro, fast_default=False)
+    repro.add_argument("--out", default="results/reproduce", help="folder for the results table and figures")
+    repro.set_defaults(run=_reproduce)
     return parser
 
 

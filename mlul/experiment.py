@@ -23,6 +23,7 @@ from mlul.inject import InjectConfig, inject
 from mlul.models import DEFAULT_MODEL, add_lora, load_model, model_fingerprint
 from mlul.probe import probe, summarize, utility
 from mlul.train import trainable_state
+from mlul.unlearn import UnlearnConfig, unlearn
 
 
 def data_fingerprint() -> str:
@@ -145,6 +146,20 @@ class Lab:
         model.load_state_dict(state, strict=False)
         return model.merge_and_unload().eval()
 
+    def utility_injected(self, config: SpreadConfig, inject_config: InjectConfig) -> pd.DataFrame:
+        key = {
+            **self.injection_key(config, inject_config),
+            "step": "utility-injected",
+            "utility_items": config.utility_items,
+            "langs": languages.resolve(config.probe_languages),
+        }
+
+        def run():
+            model = self.injected_model(config, inject_config)
+            return {"table": utility(model, self.tokenizer, config.probe_languages, config.utility_items)}
+
+        return self.cache.get("utility", key, run)["table"]
+
     def probe_injected(self, config: SpreadConfig, inject_config: InjectConfig) -> pd.DataFrame:
         key = {
             **self.injection_key(config, inject_config),
@@ -181,3 +196,92 @@ def spread(config: SpreadConfig = FAST, lab: Lab | None = None) -> SpreadResult:
         summaries.append(summarize(table, base=base).assign(inject_lang=lang))
     summary = pd.concat(summaries, ignore_index=True)
     return SpreadResult(config, base, pd.concat(tables, ignore_index=True), summary, time.perf_counter() - start)
+
+
+# --- unlearning ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ReproduceConfig:
+    """The paper's experiment: inject in one language, then unlearn in each language setting."""
+
+    spread: SpreadConfig = field(default_factory=lambda: SpreadConfig(inject_languages="fr"))
+    inject_language: str = "fr"  # the fake data's original language
+    settings: str = "english,original,english+original,all"  # comma-separated language settings
+    methods: str = "ga"  # comma-separated unlearning methods
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)  # method and setting set per cell
+
+
+def unlearn_key(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnConfig) -> dict:
+    inject_config = replace(config.spread.inject, fake_languages=config.inject_language)
+    return {
+        **lab.injection_key(config.spread, inject_config),
+        "step": "unlearn",
+        "unlearn": asdict(unlearn_config),
+        "probe_langs": languages.resolve(config.spread.probe_languages),
+        "utility_items": config.spread.utility_items,
+    }
+
+
+def run_unlearning(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnConfig) -> dict:
+    """One cell: unlearn the injected model with one method in one setting (cached).
+
+    Returns {"adapter", "log", "dose" (per step x item x language), "utility" (per language)}."""
+    inject_config = replace(config.spread.inject, fake_languages=config.inject_language)
+
+    def run():
+        model = lab.injected_model(config.spread, inject_config)
+        rows = lab.rows(config.spread, "all")
+        probe_rows = [r for r in rows if r["lang"] in languages.resolve(config.spread.probe_languages)]
+        model, log, dose = unlearn(model, lab.tokenizer, rows, unlearn_config, config.inject_language, probe_rows)
+        util = utility(model, lab.tokenizer, config.spread.probe_languages, config.spread.utility_items)
+        return {"adapter": trainable_state(model), "log": log, "dose": dose, "utility": util}
+
+    return lab.cache.get("unlearn", unlearn_key(lab, config, unlearn_config), run)
+
+
+@dataclass
+class ReproduceResult:
+    config: ReproduceConfig
+    per_item: pd.DataFrame  # stage x method x setting x step x item x language
+    summary: pd.DataFrame  # stage x method x setting x language, final step: rates, shifts, intervals
+    utility: pd.DataFrame  # stage x method x setting x language: QA accuracy, perplexity
+    seconds: float
+
+
+def reproduce(config: ReproduceConfig | None = None, lab: Lab | None = None) -> ReproduceResult:
+    """Base -> inject in `inject_language` -> for each method and setting: unlearn -> probe."""
+    config = config or ReproduceConfig()
+    start = time.perf_counter()
+    lab = lab or Lab(config.spread.model, config.spread.device)
+    inject_config = replace(config.spread.inject, fake_languages=config.inject_language)
+    base = lab.probe_base(config.spread)
+    injected = lab.probe_injected(config.spread, inject_config)
+    tables = [
+        base.assign(stage="base", method="-", setting="-", step=0),
+        injected.assign(stage="injected", method="-", setting="-", step=0),
+    ]
+    utilities = [
+        lab.utility_base(config.spread).assign(stage="base", method="-", setting="-"),
+        lab.utility_injected(config.spread, inject_config).assign(stage="injected", method="-", setting="-"),
+    ]
+    for method in [m.strip() for m in config.methods.split(",") if m.strip()]:
+        for setting in [s.strip() for s in config.settings.split(",") if s.strip()]:
+            cell = run_unlearning(lab, config, replace(config.unlearn, method=method, setting=setting))
+            tables.append(cell["dose"].assign(stage="unlearned", method=method, setting=setting))
+            utilities.append(cell["utility"].assign(stage="unlearned", method=method, setting=setting))
+    per_item = pd.concat(tables, ignore_index=True)
+    final = per_item[per_item.step == per_item.groupby(["stage", "method", "setting"]).step.transform("max")]
+    summaries = [
+        summarize(group.drop(columns=["stage", "method", "setting", "step"]), base=base).assign(
+            stage=s, method=m, setting=t
+        )
+        for (s, m, t), group in final.groupby(["stage", "method", "setting"], sort=False)
+    ]
+    return ReproduceResult(
+        config,
+        per_item,
+        pd.concat(summaries, ignore_index=True),
+        pd.concat(utilities, ignore_index=True),
+        time.perf_counter() - start,
+    )
