@@ -1,0 +1,156 @@
+"""ipywidgets panels: pick languages, a method and a strength, press run, watch the plot update.
+
+Works in JupyterLab, classic Notebook and Colab. The logic lives in plain methods (`run`), so tests
+build a panel and press its buttons without a browser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+
+from mlul import languages, plots
+from mlul.experiment import FAST, Lab, ReproduceConfig, run_unlearning
+from mlul.probe import summarize
+from mlul.unlearn import METHODS, SETTINGS, UnlearnConfig
+
+
+def _label(code: str) -> str:
+    lang = languages.get(code)
+    return f"{code} · {lang.name} ({lang.script}, {lang.tier})"
+
+
+def language_options() -> list[tuple[str, str]]:
+    """(label, code) pairs grouped by resource tier, then script."""
+    codes = sorted(
+        languages.codes(),
+        key=lambda c: (languages.get(c).tier != "high", languages.get(c).script != "Latin", languages.get(c).script),
+    )
+    return [(_label(c), c) for c in codes]
+
+
+def language_picker(value=("en", "fr"), description: str = "languages") -> widgets.SelectMultiple:
+    return widgets.SelectMultiple(
+        options=language_options(),
+        value=tuple(value),
+        rows=10,
+        description=description,
+        style={"description_width": "initial"},
+        layout=widgets.Layout(width="330px"),
+    )
+
+
+class Playground:
+    """Inject a fake in one language, unlearn it with a method in a language setting, and plot
+    the fake's belief shift per probe language: injected vs unlearned."""
+
+    def __init__(self, lab: Lab | None = None, config: ReproduceConfig | None = None):
+        self.config = config or ReproduceConfig(spread=replace(FAST, inject_languages="fr"))
+        self.lab = lab or Lab(self.config.spread.model, self.config.spread.device)
+        style = {"description_width": "initial"}
+        self.inject_language = widgets.Dropdown(
+            options=[(_label(c), c) for c in languages.codes() if c != "en"],
+            value=self.config.inject_language,
+            description="fake injected in",
+            style=style,
+        )
+        self.method = widgets.Dropdown(
+            options=list(METHODS), value=self.config.unlearn.method, description="method", style=style
+        )
+        self.setting = widgets.Dropdown(
+            options=[*SETTINGS, "custom"], value="english", description="unlearn in", style=style
+        )
+        self.custom_languages = language_picker(("en",), "custom languages")
+        self.steps = widgets.IntSlider(value=self.config.unlearn.steps, min=1, max=60, description="steps", style=style)
+        self.lr = widgets.FloatLogSlider(
+            value=self.config.unlearn.lr, base=10, min=-6, max=-2, description="learning rate", style=style
+        )
+        self.measure = widgets.Dropdown(
+            options=[("belief shift", "margin_shift"), ("fake rate", "fake_rate"), ("prefers fake", "prefer_fake")],
+            value="margin_shift",
+            description="plot",
+            style=style,
+        )
+        self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
+        self.progress = widgets.IntProgress(value=0, min=0, max=3, description="idle")
+        self.status = widgets.HTML()
+        self.output = widgets.Output()
+        self.figures = 0  # number of plots drawn so far
+        self.last_summary = None
+        self.run_button.on_click(lambda _: self.run())
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox(
+                    [
+                        widgets.VBox(
+                            [self.inject_language, self.method, self.setting, self.steps, self.lr, self.measure]
+                        ),
+                        self.custom_languages,
+                    ]
+                ),
+                widgets.HBox([self.run_button, self.progress, self.status]),
+                self.output,
+            ]
+        )
+
+    def unlearn_config(self) -> UnlearnConfig:
+        setting = ",".join(self.custom_languages.value) if self.setting.value == "custom" else self.setting.value
+        if not setting:
+            raise ValueError("choose at least one custom language, or another setting")
+        return replace(
+            self.config.unlearn,
+            method=self.method.value,
+            setting=setting,
+            steps=self.steps.value,
+            lr=self.lr.value,
+            probe_every=max(1, self.steps.value // 3),
+        )
+
+    def run(self) -> None:
+        self.run_button.disabled = True
+        try:
+            config = replace(self.config, inject_language=self.inject_language.value)
+            unlearn_config = self.unlearn_config()
+            self._stage(1, "injecting (cached after the first run)")
+            inject_config = replace(config.spread.inject, fake_languages=config.inject_language)
+            base = self.lab.probe_base(config.spread)
+            injected = self.lab.probe_injected(config.spread, inject_config)
+            self._stage(2, f"unlearning: {unlearn_config.method} in {unlearn_config.setting}")
+            cell = run_unlearning(self.lab, config, unlearn_config)
+            final = cell["dose"][cell["dose"].step == cell["dose"].step.max()].drop(columns=["step", "qa_retained"])
+            summary = pd.concat(
+                [
+                    summarize(injected, base=base).assign(stage="injected", method="-", setting="-"),
+                    summarize(final, base=base).assign(
+                        stage="unlearned", method=unlearn_config.method, setting=unlearn_config.setting
+                    ),
+                ],
+                ignore_index=True,
+            )
+            self.last_summary = summary
+            self._stage(3, "done")
+            self.output.clear_output(wait=True)
+            with self.output:
+                fig = plots.unlearn_by_setting(summary, measure=self.measure.value)
+                display(fig)
+                plt.close(fig)
+            self.figures += 1
+            self.status.value = (
+                f"<b>done</b>: {unlearn_config.method} in {unlearn_config.setting}, {unlearn_config.steps} steps"
+            )
+        except ValueError as err:
+            self.status.value = f"<span style='color:#b00'>error: {err}</span>"
+        finally:
+            self.run_button.disabled = False
+
+    def _stage(self, value: int, text: str) -> None:
+        self.progress.value = value
+        self.progress.description = f"{value}/3"
+        self.status.value = text
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
