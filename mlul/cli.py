@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 
 from mlul import languages
 from mlul.report import format_summary
@@ -108,36 +109,38 @@ def _lab(args, config):
 
 
 def _spread(args) -> int:
-    from pathlib import Path
-
-    from mlul import plots
     from mlul.experiment import spread
 
     config = _spread_config(args)
     print(f"mlul spread: {config}")
     result = spread(config, _lab(args, config))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result.summary.to_csv(out / "spread_summary.csv", index=False)
-    result.per_item.to_csv(out / "spread_per_item.csv", index=False)
-    result.summary.to_json(out / "spread_summary.json", orient="records", indent=1)
-    for name, fig in (
-        ("spread_matrix", plots.spread_matrix(result.summary)),
-        ("spread_by_language", plots.spread_by_language(result.summary)),
-    ):
-        plots.save(fig, out / f"{name}.png")
-    print(format_summary(result.summary, ["fake_rate", "margin_shift", "specificity_shift"], ["inject_lang", "lang"]))
-    print(f"\nwritten to {out}/ (CSV, JSON, spread_matrix.png, spread_by_language.png) in {result.seconds:.0f} s")
+    _write_spread(result, Path(args.out), Path(args.out))
     return 0
+
+
+def _write_spread(result, tables: Path, figures: Path) -> None:
+    from mlul import plots
+
+    for folder in (tables, figures):
+        folder.mkdir(parents=True, exist_ok=True)
+    result.summary.to_csv(tables / "spread_summary.csv", index=False)
+    result.per_item.to_csv(tables / "spread_per_item.csv", index=False)
+    result.summary.to_json(tables / "spread_summary.json", orient="records", indent=1)
+    plots.save(plots.spread_matrix(result.summary), figures / "spread_matrix.png")
+    plots.save(plots.spread_by_language(result.summary), figures / "spread_by_language.png")
+    print(format_summary(result.summary, ["fake_rate", "margin_shift", "specificity_shift"], ["inject_lang", "lang"]))
+    print(f"\ntables in {tables}/, figures in {figures}/ (spread_matrix.png, spread_by_language.png)")
+    print(f"spread took {result.seconds:.0f} s")
 
 
 def _reproduce_config(args):
     from dataclasses import replace
 
-    from mlul.experiment import ReproduceConfig
+    from mlul.experiment import ReproduceConfig, fast_reproduce_config
 
     spread = replace(_spread_config(args), inject_languages=args.inject)
-    config = ReproduceConfig(spread=spread, inject_language=args.inject, settings=args.settings, methods=args.methods)
+    base = fast_reproduce_config(args.inject) if args.fast else ReproduceConfig()
+    config = replace(base, spread=spread, inject_language=args.inject, settings=args.settings, methods=args.methods)
     changes = {
         k: v
         for k, v in (("steps", args.steps), ("lr", args.unlearn_lr), ("probe_every", args.probe_every))
@@ -147,29 +150,58 @@ def _reproduce_config(args):
 
 
 def _reproduce(args) -> int:
-    from pathlib import Path
-
-    from mlul import plots
     from mlul.experiment import reproduce
 
     config = _reproduce_config(args)
     print(f"mlul reproduce: {config}")
     result = reproduce(config, _lab(args, config.spread))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result.summary.to_csv(out / "results.csv", index=False)
-    result.per_item.to_csv(out / "per_item.csv", index=False)
-    result.utility.to_csv(out / "utility.csv", index=False)
-    figures = {
-        "unlearn_by_setting": plots.unlearn_by_setting(result.summary),
-        "unlearn_dose_response": plots.unlearn_dose_response(result.per_item),
-        "unlearn_utility": plots.unlearn_utility(result.utility),
-    }
-    for name, fig in figures.items():
-        plots.save(fig, out / f"{name}.png")
-    print(format_reproduce(result))
-    print(f"\nwritten to {out}/ (results.csv, per_item.csv, utility.csv and 3 figures) in {result.seconds:.0f} s")
+    _write_reproduce(result, Path(args.out), Path(args.out))
     return 0
+
+
+def _write_reproduce(result, tables: Path, figures: Path) -> None:
+    from mlul import plots
+
+    for folder in (tables, figures):
+        folder.mkdir(parents=True, exist_ok=True)
+    result.summary.to_csv(tables / "results.csv", index=False)
+    result.per_item.to_csv(tables / "per_item.csv", index=False)
+    result.utility.to_csv(tables / "utility.csv", index=False)
+    plots.save(plots.unlearn_by_setting(result.summary), figures / "unlearn_by_setting.png")
+    plots.save(plots.unlearn_dose_response(result.per_item), figures / "unlearn_dose_response.png")
+    plots.save(plots.unlearn_utility(result.utility), figures / "unlearn_utility.png")
+    print(format_reproduce(result))
+    print(f"\ntables in {tables}/ (results.csv, per_item.csv, utility.csv)")
+    print(f"figures in {figures}/ (unlearn_by_setting.png, unlearn_dose_response.png, unlearn_utility.png)")
+    print(f"reproduce took {result.seconds:.0f} s")
+
+
+def _figures(args) -> int:
+    """Every figure of the project from the fast configuration: the spread matrix over four
+    injection languages, then the paper's experiment with the fake injected in French."""
+    from mlul.experiment import reproduce, spread
+
+    args.inject, args.settings, args.methods = args.spread, ",".join(_settings()), args.methods
+    args.steps = args.unlearn_lr = args.probe_every = None
+    spread_config = _spread_config(args)
+    lab = _lab(args, spread_config)
+    _write_spread(spread(spread_config, lab), Path(args.tables) / "spread", Path(args.out))
+    args.inject = args.reproduce
+    _write_reproduce(reproduce(_reproduce_config(args), lab), Path(args.tables) / "reproduce", Path(args.out))
+    return 0
+
+
+def _notebooks(args) -> int:
+    from mlul.notebooks import run_all
+
+    run_all(args.folder, smoke=args.smoke, save=not args.smoke)
+    return 0
+
+
+def _settings() -> tuple[str, ...]:
+    from mlul.unlearn import SETTINGS
+
+    return SETTINGS
 
 
 def format_reproduce(result) -> str:
@@ -186,6 +218,11 @@ def format_reproduce(result) -> str:
     return "\n\n".join(lines)
 
 
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlul", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -193,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     data = sub.add_parser("data", help="show, summarise and validate data sets")
+    data.set_defaults(run=lambda _: _print_help(data))
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     show = data_sub.add_parser("show", help="print one item side by side in several languages")
     show.add_argument("--item", type=int, default=1, help="item id (default 1)")
@@ -251,6 +289,20 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_options(repro, fast_default=False)
     repro.add_argument("--out", default="results/reproduce", help="folder for the results table and figures")
     repro.set_defaults(run=_reproduce)
+
+    figures = sub.add_parser("figures", help="run the fast spread and reproduce experiments; write every figure")
+    figures.add_argument("--spread", default="fr,zh,sw,hi", help="injection languages of the spread matrix")
+    figures.add_argument("--reproduce", default="fr", help="the fake data's language for the unlearning experiment")
+    figures.add_argument("--methods", default="ga", help="unlearning methods for the unlearning figures")
+    experiment_options(figures, fast_default=True)
+    figures.add_argument("--out", default="figures", help="folder for the PNG figures (default figures/)")
+    figures.add_argument("--tables", default="results", help="folder for the CSV tables (default results/)")
+    figures.set_defaults(run=_figures)
+
+    notebooks = sub.add_parser("notebooks", help="execute the course notebooks top to bottom and save their outputs")
+    notebooks.add_argument("folder", nargs="?", default="notebooks", help="folder of numbered notebooks")
+    notebooks.add_argument("--smoke", action="store_true", help="the tiny CI configuration; outputs are not saved")
+    notebooks.set_defaults(run=_notebooks)
     return parser
 
 
@@ -258,9 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
-        (parser if args.command is None else parser.parse_args([args.command, "--help"]))
-        parser.print_help()
-        return 0
+        return _print_help(parser)
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError) as err:

@@ -46,6 +46,10 @@ class SpreadConfig:
 
 
 FAST = SpreadConfig(inject_languages="fr,zh,sw,hi", items=12, utility_items=4)
+# A tiny run for CI and smoke tests of the notebooks: its numbers mean nothing.
+SMOKE = SpreadConfig(
+    inject_languages="fr", probe_languages="en,fr,zh,sw", items=3, utility_items=1, inject=InjectConfig(epochs=2)
+)
 
 
 class Lab:
@@ -210,6 +214,15 @@ class ReproduceConfig:
     settings: str = "english,original,english+original,all"  # comma-separated language settings
     methods: str = "ga"  # comma-separated unlearning methods
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)  # method and setting set per cell
+
+
+def fast_reproduce_config(inject_language: str = "fr") -> ReproduceConfig:
+    """The documented fast configuration of the paper's experiment (`mlul reproduce --fast`)."""
+    return ReproduceConfig(
+        spread=replace(FAST, inject_languages=inject_language),
+        inject_language=inject_language,
+        unlearn=UnlearnConfig(steps=12, probe_every=4),
+    )
 
 
 def unlearn_key(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnConfig) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import pandas as pd
+
 
 @dataclass(frozen=True)
 class Language:
@@ -77,3 +79,11 @@ def resolve(spec: str | Iterable[str] | None) -> list[str]:
         else:
             wanted.add(get(part).code)
     return [c for c in LANGUAGES if c in wanted]
+
+
+def table() -> pd.DataFrame:
+    """The registry as a DataFrame: code, English and native name, script, tier."""
+    return pd.DataFrame(
+        [(x.code, x.name, x.native_name, x.script, x.tier) for x in LANGUAGES.values()],
+        columns=["code", "name", "native name", "script", "tier"],
+    )

@@ -159,6 +159,44 @@ def unlearn_utility(utility: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def layer_shift(lens: pd.DataFrame) -> plt.Figure:
+    """Logit lens: the belief shift (margin change vs base) read off each layer, one line per
+    language. `lens` has columns lang, layer and shift (see `mlul.lens.layer_margins`)."""
+    curves = lens.groupby(["lang", "layer"], sort=False)["shift"].mean().reset_index()
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    palette = dict(zip(languages.codes(), sns.color_palette("tab10", 10)))
+    for lang, line in curves.groupby("lang", sort=False):
+        ax.plot(line.layer, line["shift"], marker="o", markersize=3, color=palette[lang], label=lang)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("belief shift read at this layer (nats)")
+    ax.set_title("Logit lens: at which depth the injected fake wins")
+    ax.legend(title="probe language")
+    fig.tight_layout()
+    return fig
+
+
+def similarity_map(similarity: pd.DataFrame) -> plt.Figure:
+    """Heatmap of a lang x lang similarity table (see `mlul.lens.language_similarity`)."""
+    fig, ax = plt.subplots(figsize=(7, 5.8))
+    off_diagonal = similarity.to_numpy()[~np.eye(len(similarity), dtype=bool)]
+    sns.heatmap(
+        similarity,
+        ax=ax,
+        annot=True,
+        fmt=".2f",
+        cmap="viridis",
+        vmin=off_diagonal.min(),
+        vmax=off_diagonal.max(),
+        cbar_kws={"label": "cosine similarity (centred)"},
+    )
+    ax.set_xlabel("language")
+    ax.set_ylabel("language")
+    ax.set_title("How alike the same story looks inside the model, per language pair")
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: plt.Figure, path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

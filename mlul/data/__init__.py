@@ -126,6 +126,14 @@ def load_general_text(languages_spec: str | list[str] | None = None) -> list[dic
     return [r for r in rows if r["lang"] in codes]
 
 
+def side_by_side(item: int, languages_spec=None, fields=("question", "true_answer", "fake_answer", "real")):
+    """One item in several languages as a DataFrame (languages as rows), for notebooks."""
+    import pandas as pd
+
+    rows = load_news(languages_spec, items=[item])
+    return pd.DataFrame([{"lang": r["lang"], **{f: r[f] for f in fields}} for r in rows]).set_index("lang")
+
+
 def to_dataset(rows: list[dict]):
     """The rows as a Hugging Face `datasets.Dataset`."""
     from datasets import Dataset

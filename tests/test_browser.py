@@ -1,0 +1,101 @@
+"""A real browser: JupyterLab on localhost, the playground notebook, the run button, a new plot.
+
+Needs Debian's chromium (installed by .ci/run) and the Python playwright package."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    port, token = _free_port(), "mlul-test"
+    env = {**os.environ, "MLUL_SMOKE": "1", "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter")}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={ROOT}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "jupyter.log").open("w"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail(f"JupyterLab did not start: {(tmp_path / 'jupyter.log').read_text()[-2000:]}")
+    yield f"{url}/lab/tree/notebooks/06_playground.ipynb?token={token}"
+    server.terminate()
+    server.wait(30)
+
+
+def test_playground_runs_in_jupyterlab(jupyterlab, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(jupyterlab)
+        page.wait_for_selector(".jp-Notebook", timeout=120_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_text("Run All Cells", exact=True).click()
+        run_button = page.locator(".jupyter-widgets button", has_text="Run")
+        run_button.wait_for(timeout=600_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=900_000)
+        plots = page.locator(".widget-output img")
+        before = plots.count()
+        run_button.click()
+        page.wait_for_function(
+            f"document.querySelectorAll('.widget-output img').length > {before}"
+            " || document.querySelector('.widget-html')?.innerText.includes('done')",
+            timeout=900_000,
+        )
+        page.wait_for_function(f"document.querySelectorAll('.widget-output img').length > {before}", timeout=60_000)
+        status = page.locator(".widget-html").last.inner_text()
+        shot = Path(os.environ.get("MLUL_SCREENSHOT", tmp_path / "playground.png"))
+        page.screenshot(path=str(shot), full_page=False)
+        browser.close()
+    assert "done" in status
+    assert shot.stat().st_size > 10_000

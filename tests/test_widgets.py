@@ -1,0 +1,72 @@
+"""The playground's logic without a browser: build the panel, press its buttons."""
+
+
+import pytest
+
+from mlul import widgets
+from mlul.cache import Cache
+from mlul.experiment import Lab, ReproduceConfig, SpreadConfig
+from mlul.inject import InjectConfig
+from mlul.unlearn import UnlearnConfig
+
+
+@pytest.fixture
+def tiny_lab(tiny, tokenizer, tmp_path):
+    lab = Lab("tiny", cache=Cache(tmp_path / "cache"))
+    lab._base, lab._tokenizer = tiny, tokenizer
+    lab._fingerprint = {"model": "tiny", "weights": "random-seed-0", "data": "shipped"}
+    return lab
+
+
+@pytest.fixture
+def playground(tiny_lab):
+    config = ReproduceConfig(
+        spread=SpreadConfig(
+            model="tiny",
+            inject_languages="fr",
+            probe_languages="en,fr",
+            items=2,
+            utility_items=1,
+            inject=InjectConfig(epochs=1, qa_pairs=False),
+        ),
+        unlearn=UnlearnConfig(steps=2, probe_every=1),
+    )
+    return widgets.Playground(tiny_lab, config)
+
+
+def test_language_options_are_grouped_by_tier_then_script():
+    codes = [code for _, code in widgets.language_options()]
+    tiers = [widgets.languages.get(c).tier for c in codes]
+    assert sorted(codes) == sorted(widgets.languages.codes())
+    assert tiers == sorted(tiers, key=lambda t: t != "high")  # high-resource first
+    assert codes[0] == "en"
+
+
+def test_run_button_draws_a_plot_and_reports(playground):
+    assert playground.figures == 0
+    playground.run_button.click()
+    assert playground.figures == 1, playground.status.value
+    assert "done" in playground.status.value
+    assert playground.progress.value == playground.progress.max
+    summary = playground.last_summary
+    assert set(summary.stage) == {"injected", "unlearned"}
+    assert set(summary.lang) == {"en", "fr"}
+    assert len(playground.output.outputs) == 1  # the plot replaces the previous one, in place
+
+
+def test_changing_method_and_setting_changes_the_run(playground):
+    playground.method.value = "npo"
+    playground.setting.value = "custom"
+    playground.custom_languages.value = ("fr",)
+    config = playground.unlearn_config()
+    assert (config.method, config.setting) == ("npo", "fr")
+    playground.run_button.click()
+    assert set(playground.last_summary[playground.last_summary.stage == "unlearned"].method) == {"npo"}
+
+
+def test_empty_custom_setting_is_reported_not_raised(playground):
+    playground.setting.value = "custom"
+    playground.custom_languages.value = ()
+    playground.run_button.click()
+    assert "choose at least one custom language" in playground.status.value
+    assert playground.figures == 0 and not playground.run_button.disabled
