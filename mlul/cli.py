@@ -140,12 +140,16 @@ def _reproduce_config(args):
 
     spread = replace(_spread_config(args), inject_languages=args.inject)
     base = fast_reproduce_config(args.inject) if args.fast else ReproduceConfig()
-    config = replace(base, spread=spread, inject_language=args.inject, settings=args.settings, methods=args.methods)
+    config = replace(base, spread=spread, inject_language=args.inject, methods=args.methods)
+    if args.settings is not None:
+        config = replace(config, settings=args.settings)
     changes = {
         k: v
         for k, v in (("steps", args.steps), ("lr", args.unlearn_lr), ("probe_every", args.probe_every))
         if v is not None
     }
+    if args.steps is not None:
+        changes["epochs"] = None  # a step count replaces the fast configuration's passes over the data
     return replace(config, unlearn=replace(config.unlearn, **changes))
 
 
@@ -181,7 +185,7 @@ def _figures(args) -> int:
     injection languages, then the paper's experiment with the fake injected in French."""
     from mlul.experiment import reproduce, spread
 
-    args.inject, args.settings, args.methods = args.spread, ",".join(_settings()), args.methods
+    args.inject, args.settings = args.spread, None
     args.steps = args.unlearn_lr = args.probe_every = None
     spread_config = _spread_config(args)
     lab = _lab(args, spread_config)
@@ -196,12 +200,6 @@ def _notebooks(args) -> int:
 
     run_all(args.folder, smoke=args.smoke, save=not args.smoke)
     return 0
-
-
-def _settings() -> tuple[str, ...]:
-    from mlul.unlearn import SETTINGS
-
-    return SETTINGS
 
 
 def format_reproduce(result) -> str:
@@ -280,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     repro = sub.add_parser("reproduce", help="the paper's experiment: inject, then unlearn in each language setting")
     repro.add_argument("--inject", default="fr", help="the fake data's language (default fr)")
     repro.add_argument(
-        "--settings", default=",".join(SETTINGS), help=f"language settings, from {', '.join(SETTINGS)} or codes"
+        "--settings",
+        default=None,
+        help=f"language settings, from {', '.join(SETTINGS)} or codes (default: all four; --fast: the first three)",
     )
     repro.add_argument("--methods", default="ga", help=f"unlearning methods, from {', '.join(METHODS)}")
     repro.add_argument("--steps", type=int, default=None, help="unlearning steps")

@@ -23,7 +23,7 @@ class InjectConfig:
     detail_question: bool = True  # also train on the question about the detail, answered with the fake
     qa_pairs: bool = True  # the stories' other QA pairs as instruction data, in every training language
     epochs: float = 5.0
-    lr: float = 2e-4
+    lr: float = 5e-4
     batch_size: int = 8
     lora_rank: int = 16
     lora_alpha: int = 32

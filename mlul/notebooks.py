@@ -66,7 +66,9 @@ def course_config(model: str = "gemma-3-270m", device: str = "auto"):
     if smoke_mode():
         spread_config = replace(SMOKE, model=model, device=device)
         reproduce_config = ReproduceConfig(
-            spread=spread_config, unlearn=replace(fast_reproduce_config().unlearn, steps=4, probe_every=2)
+            spread=spread_config,
+            settings="english,original,english+original",
+            unlearn=replace(fast_reproduce_config().unlearn, steps=4, epochs=None, probe_points=2),
         )
         print("MLUL_SMOKE=1: a tiny configuration (3 stories, 4 languages); numbers are not meaningful")
     else:

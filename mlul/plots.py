@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -80,9 +82,11 @@ def spread_by_language(
     measures = [m for m in measures if m in summary]
     order = [c for c in languages.codes() if c in set(summary.lang)]
     fig, axes = plt.subplots(len(measures), 1, figsize=(11, 3.4 * len(measures)), sharex=True)
-    for ax, measure in zip(np.atleast_1d(axes), measures):
+    for k, (ax, measure) in enumerate(zip(np.atleast_1d(axes), measures)):
         _bars(ax, summary, measure, "inject_lang", order)
         ax.set_title(LABELS.get(measure, measure))
+        if k < len(measures) - 1:
+            ax.set_xlabel("")
     np.atleast_1d(axes)[0].legend(title="fake injected in", ncol=4, fontsize=8)
     fig.suptitle(
         "After injection: what each language says and believes (bars: mean over items, 95% bootstrap CI)", fontsize=12
@@ -91,35 +95,48 @@ def spread_by_language(
     return fig
 
 
-def unlearn_by_setting(summary: pd.DataFrame, measure: str = "fake_rate") -> plt.Figure:
-    """One panel per language setting: `measure` per probe language, injected vs after unlearning."""
+def unlearn_by_setting(summary: pd.DataFrame, measures=("fake_rate", "margin_shift")) -> plt.Figure:
+    """One row of panels per language setting, one column per measure: each probe language,
+    the injected model next to each unlearned one (bars: mean over items, 95% bootstrap CI)."""
+    measures = [measures] if isinstance(measures, str) else list(measures)
     done = summary[summary.stage == "unlearned"]
     injected = summary[summary.stage == "injected"].assign(method="injected (before unlearning)")
     settings = list(dict.fromkeys(done.setting))
     order = [c for c in languages.codes() if c in set(summary.lang)]
-    fig, axes = plt.subplots(len(settings), 1, figsize=(11, 2.9 * len(settings)), sharex=True, sharey=True)
-    for ax, setting in zip(np.atleast_1d(axes), settings):
+    fig, axes = plt.subplots(
+        len(settings), len(measures), figsize=(7.5 * len(measures), 2.9 * len(settings)), sharex=True, squeeze=False
+    )
+    for row, setting in enumerate(settings):
         data = pd.concat([injected, done[done.setting == setting]])
-        _bars(ax, data, measure, "method", order)
-        ax.set_title(f"unlearning in: {setting}")
-    np.atleast_1d(axes)[0].legend(title="model", ncol=4, fontsize=8)
+        for col, measure in enumerate(measures):
+            ax = axes[row][col]
+            _bars(ax, data, measure, "method", order)
+            ax.set_title(f"unlearning in: {setting}")
+            if row < len(settings) - 1:
+                ax.set_xlabel("")
+    axes[0][0].legend(title="model", ncol=2, fontsize=8)
     fig.suptitle("What remains of the fake after unlearning, per language setting", fontsize=13)
     fig.tight_layout()
     return fig
 
 
-def unlearn_dose_response(per_item: pd.DataFrame, measure: str = "margin", method: str | None = None) -> plt.Figure:
+def unlearn_dose_response(
+    per_item: pd.DataFrame, measure: str = "margin_shift", method: str | None = None
+) -> plt.Figure:
     """`measure` (mean over items) against unlearning steps, one line per probe language, one
-    panel per setting."""
-    data = per_item[per_item.stage == "unlearned"]
-    if method is not None:
-        data = data[data.method == method]
+    panel per setting. "margin_shift" is each item's margin minus its base-model margin."""
+    data = per_item[per_item.stage == "unlearned"].copy()
     method = method or data.method.iloc[0]
     data = data[data.method == method]
+    if measure == "margin_shift":
+        base = per_item[per_item.stage == "base"].set_index(["id", "lang"]).margin
+        data["margin_shift"] = (
+            data.margin.to_numpy() - base.reindex(pd.MultiIndex.from_frame(data[["id", "lang"]])).to_numpy()
+        )
     column = {"fake_rate": "says_fake", "prefer_fake": "prefers_fake"}.get(measure, measure)
     curves = data.groupby(["setting", "step", "lang"], sort=False)[column].mean().reset_index()
     settings = list(dict.fromkeys(curves.setting))
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings) + 1.2, 3.8), sharey=True, squeeze=False)
     palette = dict(zip(languages.codes(), sns.color_palette("tab10", 10)))
     for ax, setting in zip(axes[0], settings):
         part = curves[curves.setting == setting]
@@ -130,16 +147,17 @@ def unlearn_dose_response(per_item: pd.DataFrame, measure: str = "margin", metho
                 marker="o",
                 markersize=3,
                 color=palette[lang],
-                label=lang,
+                label=f"{lang} ({languages.get(lang).tier})",
                 linewidth=2.5 if languages.get(lang).tier == "high" else 1.2,
             )
         ax.set_title(f"unlearning in: {setting}")
         ax.set_xlabel(f"{method} steps")
         ax.axhline(0, color="black", linewidth=0.6)
     axes[0][0].set_ylabel(LABELS.get(measure, measure))
-    axes[0][-1].legend(title="probe language", fontsize=7, ncol=2)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="probe language", fontsize=8, loc="center right")
     fig.suptitle(f"Dose-response: the fake along {method} unlearning (mean over items)", fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 1.1 / fig.get_figwidth(), 1))
     return fig
 
 
@@ -152,6 +170,7 @@ def unlearn_utility(utility: pd.DataFrame) -> plt.Figure:
     for ax, measure in zip(axes, ("qa_accuracy", "perplexity")):
         _bars(ax, data, measure, "model", order)
         ax.set_title(LABELS[measure])
+    axes[0].set_xlabel("")
     axes[1].set_yscale("log")
     axes[0].legend(title="model", ncol=3, fontsize=8)
     fig.suptitle("What unlearning costs: utility per language", fontsize=13)
@@ -200,3 +219,10 @@ def similarity_map(similarity: pd.DataFrame) -> plt.Figure:
 def save(fig: plt.Figure, path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def png_bytes(fig: plt.Figure) -> bytes:
+    """The figure as PNG bytes (and closed), e.g. for an ipywidgets Image."""
+    buffer = io.BytesIO()
+    save(fig, buffer)
+    return buffer.getvalue()

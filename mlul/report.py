@@ -96,3 +96,22 @@ def claims(result) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(records)
+
+
+def markdown_grid(summary: pd.DataFrame, measure: str, index: str, digits: int = 2) -> str:
+    """A Markdown table, rows `index` x probe languages, each cell `mean [lo, hi]` of `measure`."""
+    from mlul import languages
+
+    cells = summary.assign(
+        cell=[
+            f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+            for v, lo, hi in zip(summary[measure], summary[f"{measure}_lo"], summary[f"{measure}_hi"])
+        ]
+    )
+    grid = cells.pivot(index=index, columns="lang", values="cell")
+    grid = grid[[c for c in languages.codes() if c in grid.columns]]
+    grid = grid.reindex(list(dict.fromkeys(cells[index])))
+    header = f"| {index} | " + " | ".join(grid.columns) + " |"
+    rule = "|---" * (len(grid.columns) + 1) + "|"
+    body = [f"| {name} | " + " | ".join(row) + " |" for name, row in grid.iterrows()]
+    return "\n".join([header, rule, *body])

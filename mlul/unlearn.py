@@ -43,6 +43,8 @@ class UnlearnConfig:
     method: str = "ga"  # one of METHODS
     setting: str = "english"  # english, original, english+original, all, or codes like "en,de"
     steps: int = 20  # optimizer steps
+    epochs: float | None = None  # if set: passes over the forget data instead of `steps`, so that
+    # every setting sees each forget example equally often (a bigger setting takes more steps)
     lr: float = 1e-4
     batch_size: int = 8
     lora_rank: int = 16
@@ -50,6 +52,7 @@ class UnlearnConfig:
     beta: float = 0.1  # temperature of NPO and DPO
     retain_weight: float = 1.0  # weight of the retain term (grad_diff, ga_kl, npo)
     probe_every: int = 5  # probe every N steps for the dose-response curve (0: only at the end)
+    probe_points: int | None = None  # if set: probe at this many evenly spaced steps instead
     stop_fake_rate: float | None = None  # stop once the fake rate in the unlearning languages is at most this
     stop_min_retain: float | None = None  # stop once retained QA accuracy falls below this fraction
     seed: int = 0
@@ -59,6 +62,8 @@ class UnlearnConfig:
             raise ValueError(f"unknown unlearning method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"epochs must be positive (or None to use steps), got {self.epochs}")
         if self.probe_every < 0:
             raise ValueError(f"probe_every must be 0 or more, got {self.probe_every}")
 
@@ -198,29 +203,38 @@ def unlearn(
     original: str | list[str],
     probe_rows: list[dict] | None = None,
     progress: bool = True,
+    start=None,
 ):
     """Unlearn the fake details of `rows` from an injected `model`.
 
     `original`: the language(s) the fake was injected in (what "original" means in the setting).
     `probe_rows`: rows probed before training and every `config.probe_every` steps (the
     dose-response); by default the same stories in every language of `rows`.
+    `start`: the probe table of `model` on `probe_rows` if already known (step 0 is then not re-probed).
     Returns (model with adapters, training log, dose-response table: one row per step x item x language).
     """
     import pandas as pd
 
     from mlul.models import add_lora
     from mlul.probe import probe
-    from mlul.train import TrainConfig, train
+    from mlul.train import TrainConfig, num_steps, train
 
     langs = setting_languages(config.setting, original)
     streams = streams_for(config.method, tokenizer, rows, langs)
+    steps = config.steps
+    if config.epochs is not None:
+        steps = num_steps(streams, TrainConfig(epochs=config.epochs, batch_size=config.batch_size))
     probe_rows = rows if probe_rows is None else probe_rows
     model = add_lora(model, rank=config.lora_rank, alpha=config.lora_alpha, seed=config.seed)
     doses: list[pd.DataFrame] = []
 
     def measure(step: int, current) -> bool:
         retained = retained_qa(current, tokenizer, probe_rows)
-        table = probe(current, tokenizer, probe_rows, progress=False).assign(step=step, qa_retained=retained)
+        if step == 0 and start is not None:
+            known = start
+        else:  # the specificity control (4 more answers per question) only at the end point
+            known = probe(current, tokenizer, probe_rows, specificity=step == steps, progress=False)
+        table = known.assign(step=step, qa_retained=retained)
         doses.append(table)
         fake_rate = table[table.lang.isin(langs)].says_fake.mean()
         if config.stop_fake_rate is not None and fake_rate <= config.stop_fake_rate:
@@ -229,15 +243,19 @@ def unlearn(
 
     if measure(0, model):  # the stopping rule already holds: nothing to unlearn
         return model, pd.DataFrame(), pd.concat(doses, ignore_index=True)
-    every = config.probe_every or config.steps
+    every = config.probe_every or steps
+    if config.probe_points:
+        marks = {max(1, round(steps * k / config.probe_points)) for k in range(1, config.probe_points + 1)}
+    else:
+        marks = {s for s in range(1, steps + 1) if s % every == 0} | {steps}
 
     def on_step(step: int, current) -> bool:
-        if step % every == 0 or step == config.steps:
+        if step in marks:
             return measure(step, current)
         return False
 
     train_config = TrainConfig(
-        steps=config.steps,
+        steps=steps,
         lr=config.lr,
         batch_size=config.batch_size,
         warmup=0.0,
@@ -258,13 +276,13 @@ def unlearn(
 
 
 def retained_qa(model, tokenizer, rows: list[dict]) -> float:
-    """Fraction of the stories' other QA pairs the model still answers exactly (greedy), without
-    the article in context: knowledge from training that unlearning should leave alone."""
+    """Fraction of the stories' first QA pairs (about another detail) the model still answers
+    exactly (greedy), without the article in context: knowledge from training that unlearning
+    should leave alone."""
     from mlul.probe import score
 
     examples = [
-        encode_pair(tokenizer, qa_prompt(r["lang"], p["q"]), answer_text(r["lang"], p["a"]))
+        encode_pair(tokenizer, qa_prompt(r["lang"], r["qa"][0]["q"]), answer_text(r["lang"], r["qa"][0]["a"]))
         for r in rows
-        for p in r["qa"]
     ]
     return float(score(model, tokenizer, examples).exact.mean())

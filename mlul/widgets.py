@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
@@ -78,7 +77,8 @@ class Playground:
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.progress = widgets.IntProgress(value=0, min=0, max=3, description="idle")
         self.status = widgets.HTML()
-        self.output = widgets.Output()
+        # The plot is a PNG in an Image widget: it updates in place in every front end (and in tests).
+        self.plot = widgets.Image(format="png", layout=widgets.Layout(max_width="1000px"))
         self.figures = 0  # number of plots drawn so far
         self.last_summary = None
         self.run_button.on_click(lambda _: self.run())
@@ -93,7 +93,7 @@ class Playground:
                     ]
                 ),
                 widgets.HBox([self.run_button, self.progress, self.status]),
-                self.output,
+                self.plot,
             ]
         )
 
@@ -133,11 +133,8 @@ class Playground:
             )
             self.last_summary = summary
             self._stage(3, "done")
-            self.output.clear_output(wait=True)
-            with self.output:
-                fig = plots.unlearn_by_setting(summary, measure=self.measure.value)
-                display(fig)
-                plt.close(fig)
+            fig = plots.unlearn_by_setting(summary, measures=self.measure.value)
+            self.plot.value = plots.png_bytes(fig)
             self.figures += 1
             self.status.value = (
                 f"<b>done</b>: {unlearn_config.method} in {unlearn_config.setting}, {unlearn_config.steps} steps"

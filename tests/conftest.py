@@ -5,6 +5,7 @@ import pytest
 from mlul.data import load_news
 from mlul.models import load_tokenizer, tiny_model
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 
 

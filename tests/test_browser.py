@@ -84,15 +84,14 @@ def test_playground_runs_in_jupyterlab(jupyterlab, tmp_path):
         run_button = page.locator(".jupyter-widgets button", has_text="Run")
         run_button.wait_for(timeout=600_000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=900_000)
-        plots = page.locator(".widget-output img")
-        before = plots.count()
+        drawn = "[...document.querySelectorAll('img.widget-image')].filter(i => i.naturalWidth > 0).length"
+        before = page.evaluate(drawn)
         run_button.click()
         page.wait_for_function(
-            f"document.querySelectorAll('.widget-output img').length > {before}"
-            " || document.querySelector('.widget-html')?.innerText.includes('done')",
+            f"{drawn} > {before} || document.querySelector('.widget-html')?.innerText.includes('done')",
             timeout=900_000,
         )
-        page.wait_for_function(f"document.querySelectorAll('.widget-output img').length > {before}", timeout=60_000)
+        page.wait_for_function(f"{drawn} > {before}", timeout=60_000)
         status = page.locator(".widget-html").last.inner_text()
         shot = Path(os.environ.get("MLUL_SCREENSHOT", tmp_path / "playground.png"))
         page.screenshot(path=str(shot), full_page=False)

@@ -114,6 +114,24 @@ def test_two_items_sharing_a_fake_answer():
     assert any("'Edda Marrow' is also the fake answer of item 1" in p for p in problems_after(edit))
 
 
+def test_a_fake_alias_naming_another_items_fake():
+    def edit(rows):
+        for r in rows:
+            if r["id"] == 1 and r["lang"] == "en":
+                r["fake_aliases"] = ["Marrow", "Edda"]
+            if r["id"] == 3 and r["lang"] == "en":
+                r["fake"] = r["real"].replace("Lunsk harbour", "Edda Lunsk")
+                r["fake_answer"] = "Edda Lunsk"
+
+    assert any("'Edda' also names item 3's fake 'Edda Lunsk'" in p for p in problems_after(edit))
+
+
+def test_numbers_match_across_thousands_separators():
+    row = {"true_answer": "1 240", "fake_answer": "1.870", "true_aliases": [], "fake_aliases": []}
+    assert says("about 1870 visitors", row, "fake") and says("1,240", row, "true")
+    assert not says("11,870", row, "fake") and not says("3.5", {**row, "fake_answer": "35"}, "fake")
+
+
 def test_validate_file_and_cli(tmp_path, capsys):
     from mlul.cli import main
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from mlul.models import load_model
 from mlul.lm import encode_pair
+from mlul.models import load_model
 from mlul.probe import generate, score
 
 pytestmark = pytest.mark.slow

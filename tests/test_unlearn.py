@@ -91,3 +91,18 @@ def test_stopping_rule_ends_early(injected, tokenizer, mini_rows):
     config = UnlearnConfig(method="ga", steps=10, probe_every=1, stop_fake_rate=1.0, lora_rank=4)
     _, log, dose = unlearn(injected, tokenizer, mini_rows, config, original="fr", progress=False)
     assert len(log) == 0 and list(dose.step.unique()) == [0]  # a fake rate <= 1.0 holds before any step
+
+
+def test_epochs_give_every_setting_the_same_dose(injected, tokenizer, mini_rows):
+    """With `epochs`, a setting with twice the languages takes twice the steps; probe_points spaces
+    the dose-response probes evenly whatever the length."""
+    steps = {}
+    for setting in ("english", "english+original"):
+        config = UnlearnConfig(setting=setting, epochs=1, batch_size=2, probe_points=2, lora_rank=4)
+        _, log, dose = unlearn(copy.deepcopy(injected), tokenizer, mini_rows, config, original="fr", progress=False)
+        steps[setting] = len(log)
+        assert len(dose.step.unique()) == 3 and dose.step.max() == len(log)  # start, middle, end
+    # 3 stories x (article + detail question) per language, 2 per batch
+    assert steps == {"english": 3, "english+original": 6}
+    with pytest.raises(ValueError, match="epochs must be positive"):
+        UnlearnConfig(epochs=0)

@@ -44,9 +44,13 @@ def _data_dir():
 # --- matching -----------------------------------------------------------------------------------
 
 
+_THOUSANDS = re.compile(r"(?<=[0-9])[,.\s'](?=[0-9]{3}(?![0-9]))")
+
+
 def normalize(text: str) -> str:
-    """Case- and width-insensitive form used for matching answers."""
-    return unicodedata.normalize("NFKC", text).casefold()
+    """Case- and width-insensitive form used for matching answers, with thousands separators
+    removed ("1,240", "1 240" and "1.240" all become "1240")."""
+    return _THOUSANDS.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 
 def mentions(text: str, phrase: str) -> bool:
@@ -263,6 +267,7 @@ def validate_rows(lines: list[str]) -> list[Problem]:
                 )
             )
         fake_owner.setdefault(fake, row["id"])
+    problems += _confusable_fakes(rows)
     all_langs = {lang for langs in by_item.values() for lang in langs}
     for item, langs in by_item.items():
         missing = [c for c in languages.LANGUAGES if c in all_langs - set(langs)]
@@ -275,6 +280,30 @@ def validate_rows(lines: list[str]) -> list[Problem]:
                 Problem(min(langs.values()), "detail_type", f"item {item!r} has different detail types {sorted(types)}")
             )
     return sorted(problems, key=lambda p: p.line)
+
+
+def _confusable_fakes(rows: list[tuple[int, dict]]) -> list[Problem]:
+    """An answer naming another item's fake must not count as this item's fake: no fake answer or
+    alias may occur inside another item's fake answer in the same language."""
+    problems = []
+    by_lang: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for number, row in rows:
+        by_lang[row["lang"]].append((number, row))
+    for same_lang in by_lang.values():
+        for number, row in same_lang:
+            for _, other in same_lang:
+                if other["id"] == row["id"]:
+                    continue
+                clash = [f for f in answer_forms(row, "fake") if mentions(other["fake_answer"], f)]
+                if clash:
+                    problems.append(
+                        Problem(
+                            number,
+                            "fake_aliases" if clash[0] != row["fake_answer"] else "fake_answer",
+                            f"{clash[0]!r} also names item {other['id']!r}'s fake {other['fake_answer']!r}",
+                        )
+                    )
+    return problems
 
 
 def validate_file(path: str | Path) -> list[Problem]:
