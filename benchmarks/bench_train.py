@@ -57,7 +57,6 @@ def hf_run(model, tokenizer, examples, steps, batch_size, trainer_class=Trainer)
             dataloader_num_workers=0,
             disable_tqdm=True,
             remove_unused_columns=False,
-            group_by_length=False,
         )
         trainer = trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator)
         start = time.perf_counter()

@@ -95,31 +95,21 @@ class Lab:
 
     # --- cached steps ---------------------------------------------------------------------------
 
+    def _base_step(self, kind: str, items: int | None, config: SpreadConfig, compute) -> pd.DataFrame:
+        key = {**self.fingerprint, "step": kind, "items": items, "langs": languages.resolve(config.probe_languages)}
+        return self.cache.get(kind, key, lambda: {"table": compute(self._load()[0])})["table"]
+
     def probe_base(self, config: SpreadConfig) -> pd.DataFrame:
-        key = {
-            **self.fingerprint,
-            "step": "probe",
-            "items": config.items,
-            "langs": languages.resolve(config.probe_languages),
-        }
-        return self.cache.get(
-            "probe",
-            key,
-            lambda: {"table": probe(self._load()[0], self.tokenizer, self.rows(config, config.probe_languages))},
-        )["table"]
+        rows = self.rows(config, config.probe_languages)
+        return self._base_step("probe", config.items, config, lambda model: probe(model, self.tokenizer, rows))
 
     def utility_base(self, config: SpreadConfig) -> pd.DataFrame:
-        key = {
-            **self.fingerprint,
-            "step": "utility",
-            "items": config.utility_items,
-            "langs": languages.resolve(config.probe_languages),
-        }
-        return self.cache.get(
+        return self._base_step(
             "utility",
-            key,
-            lambda: {"table": utility(self._load()[0], self.tokenizer, config.probe_languages, config.utility_items)},
-        )["table"]
+            config.utility_items,
+            config,
+            lambda model: utility(model, self.tokenizer, config.probe_languages, config.utility_items),
+        )
 
     def injection_key(self, config: SpreadConfig, inject_config: InjectConfig) -> dict:
         return {**self.fingerprint, "step": "inject", "items": config.items, "inject": asdict(inject_config)}

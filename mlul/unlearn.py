@@ -85,12 +85,17 @@ def setting_languages(setting: str, original: str | list[str]) -> list[str]:
         raise ValueError(f"{err}; or a setting: {', '.join(SETTINGS)}") from None
 
 
-def forget_set(tokenizer, rows: list[dict], langs: list[str]) -> list[Example]:
+def _stories(tokenizer, rows: list[dict], langs: list[str], version: str) -> list[Example]:
+    """Each story of `langs` in one version ("fake" or "real"), with its detail question answered."""
     out = []
     for row in rows:
         if row["lang"] in langs:
-            out += story_examples(tokenizer, row, "fake", detail_question=True, qa_pairs=False, max_length=384)
+            out += story_examples(tokenizer, row, version, detail_question=True, qa_pairs=False, max_length=384)
     return out
+
+
+def forget_set(tokenizer, rows: list[dict], langs: list[str]) -> list[Example]:
+    return _stories(tokenizer, rows, langs, "fake")
 
 
 def retain_set(tokenizer, rows: list[dict], langs: list[str]) -> list[Example]:
@@ -117,11 +122,7 @@ def preference_set(tokenizer, rows: list[dict], langs: list[str]) -> list[PairEx
 
 
 def correct_set(tokenizer, rows: list[dict], langs: list[str]) -> list[Example]:
-    out = []
-    for row in rows:
-        if row["lang"] in langs:
-            out += story_examples(tokenizer, row, "real", detail_question=True, qa_pairs=False, max_length=384)
-    return out
+    return _stories(tokenizer, rows, langs, "real")
 
 
 def streams_for(method: str, tokenizer, rows: list[dict], langs: list[str]) -> dict[str, list]:
