@@ -15,11 +15,13 @@ LABELS = {
     "fake_rate": "fake rate (answer names the fake)",
     "prefer_fake": "fraction preferring the fake",
     "margin": "margin log P(fake) - log P(true)",
-    "margin_shift": "belief shift (margin change vs base)",
+    "margin_shift": "belief shift (margin change vs base, nats)",
     "specificity_shift": "specificity shift (own fake vs other fakes)",
     "qa_accuracy": "held-out QA accuracy",
     "perplexity": "perplexity on held-out text",
 }
+
+SHORT_LABELS = {"fake_rate": "fake rate", "margin_shift": "belief shift (nats)", "prefer_fake": "prefers fake"}
 
 
 def _lang_label(code: str) -> str:
@@ -111,12 +113,14 @@ def unlearn_by_setting(summary: pd.DataFrame, measures=("fake_rate", "margin_shi
         for col, measure in enumerate(measures):
             ax = axes[row][col]
             _bars(ax, data, measure, "method", order)
+            ax.set_ylabel(SHORT_LABELS.get(measure, measure))
             ax.set_title(f"unlearning in: {setting}")
             if row < len(settings) - 1:
                 ax.set_xlabel("")
-    axes[0][0].legend(title="model", ncol=2, fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="model", fontsize=8, loc="lower center", ncol=len(labels))
     fig.suptitle("What remains of the fake after unlearning, per language setting", fontsize=13)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))
     return fig
 
 

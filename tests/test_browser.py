@@ -38,18 +38,33 @@ def _free_port() -> int:
 
 @pytest.fixture
 def jupyterlab(tmp_path):
+    """JupyterLab on a free localhost port, serving a copy of the playground notebook (the test
+    never writes to the repository), with MLUL_SMOKE=1 for a tiny run."""
+    root = tmp_path / "lab"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(ROOT / "notebooks" / "06_playground.ipynb", root / "notebooks")
+    # Render every cell, not only those in view, so the widget can be found wherever it lands.
+    settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     port, token = _free_port(), "mlul-test"
-    env = {**os.environ, "MLUL_SMOKE": "1", "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter")}
+    env = {
+        **os.environ,
+        "MLUL_SMOKE": "1",
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+    }
     server = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "jupyterlab",
             "--no-browser",
+            "--allow-root",
             "--ip=127.0.0.1",
             f"--port={port}",
             f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={ROOT}",
+            f"--ServerApp.root_dir={root}",
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -71,6 +86,7 @@ def jupyterlab(tmp_path):
 
 
 def test_playground_runs_in_jupyterlab(jupyterlab, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -79,10 +95,17 @@ def test_playground_runs_in_jupyterlab(jupyterlab, tmp_path):
         page.goto(jupyterlab)
         page.wait_for_selector(".jp-Notebook", timeout=120_000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_text("Run All Cells", exact=True).click()
         run_button = page.locator(".jupyter-widgets button", has_text="Run")
-        run_button.wait_for(timeout=600_000)
+        for _ in range(5):  # "Run All Cells" is disabled until the kernel has connected: retry
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            try:
+                run_button.wait_for(timeout=120_000)
+                break
+            except PlaywrightTimeout:
+                page.keyboard.press("Escape")
+        else:
+            pytest.fail("the playground's Run button never appeared after Run All Cells")
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=900_000)
         drawn = "[...document.querySelectorAll('img.widget-image')].filter(i => i.naturalWidth > 0).length"
         before = page.evaluate(drawn)
@@ -93,6 +116,7 @@ def test_playground_runs_in_jupyterlab(jupyterlab, tmp_path):
         )
         page.wait_for_function(f"{drawn} > {before}", timeout=60_000)
         status = page.locator(".widget-html").last.inner_text()
+        page.locator("img.widget-image").last.scroll_into_view_if_needed()
         shot = Path(os.environ.get("MLUL_SCREENSHOT", tmp_path / "playground.png"))
         page.screenshot(path=str(shot), full_page=False)
         browser.close()
