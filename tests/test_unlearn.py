@@ -106,3 +106,10 @@ def test_epochs_give_every_setting_the_same_dose(injected, tokenizer, mini_rows)
     assert steps == {"english": 3, "english+original": 6}
     with pytest.raises(ValueError, match="epochs must be positive"):
         UnlearnConfig(epochs=0)
+
+
+def test_all_setting_unlearns_in_every_language(injected, tokenizer):
+    rows = [r for r in load_news("all", split="inject") if r["id"] in (1, 2)]
+    config = UnlearnConfig(setting="all", steps=1, probe_every=0, lora_rank=4)
+    _, log, dose = unlearn(injected, tokenizer, rows, config, original="fr", progress=False)
+    assert len(log) == 1 and set(dose.lang) == set(setting_languages("all", "fr"))
