@@ -185,13 +185,11 @@ def _figures(args) -> int:
     injection languages, then the paper's experiment with the fake injected in French."""
     from mlul.experiment import reproduce, spread
 
-    args.inject, args.settings = args.spread, None
-    args.steps = args.unlearn_lr = args.probe_every = None
-    spread_config = _spread_config(args)
+    spread_config = _spread_config(argparse.Namespace(**{**vars(args), "inject": args.spread}))
     lab = _lab(args, spread_config)
     _write_spread(spread(spread_config, lab), Path(args.tables) / "spread", Path(args.out))
-    args.inject = args.reproduce
-    _write_reproduce(reproduce(_reproduce_config(args), lab), Path(args.tables) / "reproduce", Path(args.out))
+    reproduce_config = _reproduce_config(argparse.Namespace(**{**vars(args), "inject": args.reproduce}))
+    _write_reproduce(reproduce(reproduce_config, lab), Path(args.tables) / "reproduce", Path(args.out))
     return 0
 
 
@@ -297,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_options(figures, fast_default=True)
     figures.add_argument("--out", default="figures", help="folder for the PNG figures (default figures/)")
     figures.add_argument("--tables", default="results", help="folder for the CSV tables (default results/)")
-    figures.set_defaults(run=_figures)
+    # The unlearning options of `reproduce` keep the fast configuration's values here.
+    figures.set_defaults(run=_figures, settings=None, steps=None, unlearn_lr=None, probe_every=None)
 
     notebooks = sub.add_parser("notebooks", help="execute the course notebooks top to bottom and save their outputs")
     notebooks.add_argument("folder", nargs="?", default="notebooks", help="folder of numbered notebooks")
