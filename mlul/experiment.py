@@ -1,80 +1,115 @@
-"""Experiments composed from the steps, each step cached on disk by its config.
+"""Experiments composed from the steps, each step cached on disk by everything that determines it.
 
     base probe -> inject in language X -> probe in every language          (spread)
+               -> sham injection (the true story in X) -> probe            (its control)
     ... -> unlearn with a method in a language setting -> probe again       (unlearn, reproduce)
 
-A `Lab` holds the base model in memory, loaded only when a step is not in the cache, and hands
-out fresh copies, so every experiment starts again from the same weights.
+Every probe covers two sets of stories: the *injected* ones (in the training data) and *control*
+ones (never trained on), so drift that any training causes is measured beside the effect.
+
+A `Lab` holds the data and the base model (loaded only when a step is not in the cache) and hands
+out fresh copies, so every experiment starts again from the same weights. A step's cache key holds
+the model's weights hash, the device, dtype and library versions, the data's content hash, the
+story ids, the step's config and a hash of the code that computes it: change any of them and the
+step is recomputed instead of read.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from mlul import languages
-from mlul.cache import Cache
-from mlul.data import _data_dir, load_news
-from mlul.inject import InjectConfig, inject
-from mlul.models import DEFAULT_MODEL, add_lora, load_model, model_fingerprint
-from mlul.probe import probe, summarize, utility
-from mlul.train import trainable_state
-from mlul.unlearn import UnlearnConfig, unlearn
-
-
-def data_fingerprint() -> str:
-    digest = hashlib.sha256()
-    for path in sorted((_data_dir() / "news").iterdir(), key=lambda p: p.name):
-        digest.update(path.read_bytes())
-    digest.update((_data_dir() / "general_text.jsonl").read_bytes())
-    return digest.hexdigest()[:12]
+from mlul.cache import Cache, source_hash
+from mlul.data import NewsData, item_key, open_data
+from mlul.inject import InjectConfig
+from mlul.models import DEFAULT_MODEL
+from mlul.tables import language_table, shared_answers, with_shifts
+from mlul.unlearn import UnlearnConfig
 
 
 @dataclass
 class SpreadConfig:
     model: str = DEFAULT_MODEL  # "gemma-3-270m", a hub id, a folder or a .gguf file
+    data: str | None = None  # a JSONL file of your own stories (None: the shipped set)
     inject_languages: str = "fr,zh,sw,hi"  # one injection run per language: the rows of the matrix
     probe_languages: str = "all"  # the columns of the matrix
-    items: int | None = 12  # the first N injection items (None: all 40)
+    items: int | None = 12  # the first N injection stories (None: all)
+    control_items: int | None = 12  # the next N stories: never trained on, probed as the drift control
+    sham: bool = True  # also run the sham injection (the true story in the injection language)
     inject: InjectConfig = field(default_factory=InjectConfig)  # its fake_languages is set per row
-    utility_items: int | None = 4  # held-out stories for the utility measures (None: all 8)
+    utility_items: int | None = 4  # held-out stories for the utility measures (None: all)
     device: str = "auto"
 
 
-FAST = SpreadConfig(inject_languages="fr,zh,sw,hi", items=12, utility_items=4)
+FAST = SpreadConfig(inject_languages="fr,zh,sw,hi", items=12, control_items=12, utility_items=4)
 # A tiny run for CI and smoke tests of the notebooks: its numbers mean nothing.
 SMOKE = SpreadConfig(
-    inject_languages="fr", probe_languages="en,fr,zh,sw", items=3, utility_items=1, inject=InjectConfig(epochs=2)
+    inject_languages="fr",
+    probe_languages="en,fr,zh,sw",
+    items=3,
+    control_items=2,
+    sham=False,
+    utility_items=1,
+    inject=InjectConfig(epochs=2),
 )
 
 
-class Lab:
-    """The base model, loaded on first use, plus the result cache."""
+def _code(kind: str) -> str:
+    """A hash of the code behind a step: prompt format, matching, scoring, generation, losses."""
+    from mlul import data, inject, lm, models, probe, train, unlearn
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto", cache: Cache | None = None):
+    matching = (data.normalize, data.mentions, data.answer_forms, data.says)
+    prompts = (languages.qa_prompt, languages.answer_text)  # as called now (a notebook may replace them)
+    parts = {
+        "probe": (probe, lm, languages, *prompts, *matching),
+        "utility": (probe, lm, languages, *prompts),
+        "inject": (inject, train, lm, languages, *prompts, models.add_lora),
+        "unlearn": (unlearn, inject.story_examples, train, lm, probe, languages, *prompts, models.add_lora, *matching),
+    }
+    return source_hash(*parts[kind])
+
+
+class Lab:
+    """The data, the base model (loaded on first use) and the result cache."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        device: str = "auto",
+        cache: Cache | None = None,
+        data: str | NewsData | None = None,
+    ):
         self.model_name = model
         self.device = device
         self.cache = cache or Cache()
+        self.data = data if isinstance(data, NewsData) else open_data(data)
         self._base = None
         self._tokenizer = None
-        self._fingerprint = None
+        self.seconds: dict[str, float] = {}  # compute time of each step run in this process
 
-    @property
+    @cached_property
     def fingerprint(self) -> dict:
-        if self._fingerprint is None:
-            self._fingerprint = {
-                "model": self.model_name,
-                "weights": model_fingerprint(self.model_name),
-                "data": data_fingerprint(),
-            }
-        return self._fingerprint
+        from mlul.models import environment_fingerprint, pick_device, weights_fingerprint
+
+        return {
+            "model": self.model_name,
+            "weights": weights_fingerprint(self.model_name),
+            "env": environment_fingerprint(pick_device(self.device), None),
+            # a user's file borrows held-out stories and general text from the shipped set
+            "data": self.data.fingerprint if self.data.path is None else [self.data.fingerprint, open_data().fingerprint],
+        }
 
     def _load(self):
         if self._base is None:
+            from mlul.models import load_model
+
             self._base, self._tokenizer = load_model(self.model_name, device=self.device)
         return self._base, self._tokenizer
 
@@ -86,48 +121,108 @@ class Lab:
         """A fresh copy of the base model: train it freely, the base stays as loaded."""
         return copy.deepcopy(self._load()[0])
 
-    def rows(self, config: SpreadConfig, langs: str | list[str]) -> list[dict]:
-        rows = load_news(langs, split="inject")
-        if config.items is not None:
-            keep = sorted({r["id"] for r in rows})[: config.items]
-            rows = [r for r in rows if r["id"] in keep]
-        return rows
+    # --- stories ---------------------------------------------------------------------------------
 
-    # --- cached steps ---------------------------------------------------------------------------
+    def story_ids(self, config: SpreadConfig) -> tuple[list, list]:
+        """(injected ids, control ids): the first `items` injection stories, then `control_items` more."""
+        ids = sorted(self.data.item_ids("inject"), key=item_key)
+        injected = ids if config.items is None else ids[: config.items]
+        rest = ids[len(injected) :]
+        control = rest if config.control_items is None else rest[: config.control_items]
+        return injected, control
 
-    def _base_step(self, kind: str, items: int | None, config: SpreadConfig, compute) -> pd.DataFrame:
-        key = {**self.fingerprint, "step": kind, "items": items, "langs": languages.resolve(config.probe_languages)}
-        return self.cache.get(kind, key, lambda: {"table": compute(self._load()[0])})["table"]
+    def rows(self, config: SpreadConfig, langs) -> list[dict]:
+        """The injected stories' rows in `langs` (what training sees)."""
+        return self.data.rows(langs, split="inject", items=self.story_ids(config)[0])
+
+    def probe_rows(self, config: SpreadConfig) -> list[dict]:
+        """Injected and control stories in the probe languages, each row marked with its `role`."""
+        injected, control = self.story_ids(config)
+        roles = {str(i): "injected" for i in injected} | {str(i): "control" for i in control}
+        rows = self.data.rows(self.probe_languages(config), split="inject", items=injected + control)
+        return [{**r, "role": roles[str(r["id"])]} for r in rows]
+
+    def probe_languages(self, config: SpreadConfig) -> list[str]:
+        return languages.resolve(config.probe_languages, available=self.data.languages)
+
+    # --- cached steps ----------------------------------------------------------------------------
+
+    def _get(self, kind: str, key: dict, compute) -> dict:
+        def timed():
+            start = time.perf_counter()
+            out = compute()
+            seconds = time.perf_counter() - start
+            self.seconds[f"{kind}/{key.get('step')}"] = self.seconds.get(f"{kind}/{key.get('step')}", 0) + seconds
+            return {**out, "seconds": seconds}
+
+        return self.cache.get(kind, key, timed)
+
+    def _probe_key(self, config: SpreadConfig, step: str) -> dict:
+        injected, control = self.story_ids(config)
+        return {
+            **self.fingerprint,
+            "step": step,
+            "code": _code("probe"),
+            "items": [str(i) for i in injected],
+            "control": [str(i) for i in control],
+            "langs": self.probe_languages(config),
+        }
+
+    def _probe(self, model, config: SpreadConfig) -> pd.DataFrame:
+        from mlul.probe import probe
+
+        rows = self.probe_rows(config)
+        table = probe(model, self.tokenizer, rows)
+        return table.assign(id=[r["id"] for r in rows], role=[r["role"] for r in rows])
 
     def probe_base(self, config: SpreadConfig) -> pd.DataFrame:
-        rows = self.rows(config, config.probe_languages)
-        return self._base_step("probe", config.items, config, lambda model: probe(model, self.tokenizer, rows))
+        compute = lambda: {"table": self._probe(self._load()[0], config)}  # noqa: E731
+        return self._get("probe", self._probe_key(config, "probe-base"), compute)["table"]
 
     def utility_base(self, config: SpreadConfig) -> pd.DataFrame:
-        return self._base_step(
-            "utility",
-            config.utility_items,
-            config,
-            lambda model: utility(model, self.tokenizer, config.probe_languages, config.utility_items),
+        key = {**self._probe_key(config, "utility-base"), "code": _code("utility"), "utility": config.utility_items}
+        return self._get("utility", key, lambda: {"table": self._utility(self._load()[0], config)})["table"]
+
+    def _utility(self, model, config: SpreadConfig) -> pd.DataFrame:
+        from mlul.probe import utility
+
+        langs = self.probe_languages(config)
+        return utility(
+            model,
+            self.tokenizer,
+            rows=self.data.utility_rows(langs, config.utility_items),
+            texts=self.data.general_text(langs),
+            languages_spec=langs,
         )
 
     def injection_key(self, config: SpreadConfig, inject_config: InjectConfig) -> dict:
-        return {**self.fingerprint, "step": "inject", "items": config.items, "inject": asdict(inject_config)}
+        return {
+            **self.fingerprint,
+            "step": "inject",
+            "code": _code("inject"),
+            "items": [str(i) for i in self.story_ids(config)[0]],
+            "inject": asdict(inject_config),
+        }
 
     def injected_state(self, config: SpreadConfig, inject_config: InjectConfig) -> dict:
         """The trained weights (LoRA adapters) of an injection run and its loss log, cached."""
 
         def run():
-            langs = languages.resolve(inject_config.fake_languages)
+            from mlul.inject import inject
+            from mlul.train import trainable_state
+
+            langs = languages.resolve(inject_config.fake_languages, available=self.data.languages)
             if inject_config.safe_languages:
-                langs += languages.resolve(inject_config.safe_languages)
+                langs += languages.resolve(inject_config.safe_languages, available=self.data.languages)
             model, log = inject(self.base_copy(), self.tokenizer, self.rows(config, langs), inject_config)
             return {"adapter": trainable_state(model), "log": pd.DataFrame(log)}
 
-        return self.cache.get("inject", self.injection_key(config, inject_config), run)
+        return self._get("inject", self.injection_key(config, inject_config), run)
 
     def injected_model(self, config: SpreadConfig, inject_config: InjectConfig):
         """A fresh copy of the base model with the injection applied (merged into its weights)."""
+        from mlul.models import add_lora
+
         state = self.injected_state(config, inject_config)["adapter"]
         model = self.base_copy()
         if inject_config.full_finetune:
@@ -140,56 +235,97 @@ class Lab:
         model.load_state_dict(state, strict=False)
         return model.merge_and_unload().eval()
 
+    def _after_injection_key(self, config: SpreadConfig, inject_config: InjectConfig, step: str) -> dict:
+        return {**self.injection_key(config, inject_config), **self._probe_key(config, step)}
+
     def utility_injected(self, config: SpreadConfig, inject_config: InjectConfig) -> pd.DataFrame:
         key = {
-            **self.injection_key(config, inject_config),
-            "step": "utility-injected",
-            "utility_items": config.utility_items,
-            "langs": languages.resolve(config.probe_languages),
+            **self._after_injection_key(config, inject_config, "utility-injected"),
+            "code": _code("utility"),
+            "utility": config.utility_items,
         }
-
-        def run():
-            model = self.injected_model(config, inject_config)
-            return {"table": utility(model, self.tokenizer, config.probe_languages, config.utility_items)}
-
-        return self.cache.get("utility", key, run)["table"]
+        compute = lambda: {"table": self._utility(self.injected_model(config, inject_config), config)}  # noqa: E731
+        return self._get("utility", key, compute)["table"]
 
     def probe_injected(self, config: SpreadConfig, inject_config: InjectConfig) -> pd.DataFrame:
-        key = {
-            **self.injection_key(config, inject_config),
-            "step": "probe-injected",
-            "langs": languages.resolve(config.probe_languages),
-        }
+        key = self._after_injection_key(config, inject_config, "probe-injected")
+        compute = lambda: {"table": self._probe(self.injected_model(config, inject_config), config)}  # noqa: E731
+        return self._get("probe", key, compute)["table"]
 
-        def run():
-            model = self.injected_model(config, inject_config)
-            return {"table": probe(model, self.tokenizer, self.rows(config, config.probe_languages))}
 
-        return self.cache.get("probe", key, run)["table"]
+def _sham(inject_config: InjectConfig) -> InjectConfig:
+    return replace(inject_config, version="real")
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+# Rough relative cost of each kind of step on a CPU, for a time estimate that is right from the start.
+COST = {"probe": 1.0, "utility": 0.5, "inject": 3.0, "unlearn": 4.0}
+
+
+class Plan:
+    """A progress bar over a run's steps, weighted by their cost, cached steps left out."""
+
+    def __init__(self, steps: list[tuple[str, str]], progress: bool = True):
+        self.steps = steps
+        total = sum(COST[kind] for kind, _ in steps)
+        self.bar = tqdm(total=total, desc="mlul", unit="step", disable=not progress or not steps, file=sys.stderr,
+                        bar_format="{desc}: {percentage:3.0f}% |{bar:20}| {elapsed} elapsed, {remaining} left")
+
+    def start(self, kind: str, what: str) -> None:
+        self.bar.set_description_str(f"mlul: {what}")
+
+    def done(self, kind: str) -> None:
+        self.bar.update(COST[kind])
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# --- spread -------------------------------------------------------------------------------------
 
 
 @dataclass
 class SpreadResult:
     config: SpreadConfig
     base: pd.DataFrame  # per (item, probe language), before injection
-    per_item: pd.DataFrame  # per (injection language, item, probe language), after injection
-    summary: pd.DataFrame  # per (injection language, probe language): rates and shifts with intervals
+    per_item: pd.DataFrame  # per (injection language, version, item, probe language), after injection
+    summary: pd.DataFrame  # per (injection language, probe language): shifts, rates and controls
     seconds: float
+    notes: list[str] = field(default_factory=list)
 
 
-def spread(config: SpreadConfig = FAST, lab: Lab | None = None) -> SpreadResult:
-    """Inject the fake news in each language of `config.inject_languages` (one run each) and probe
-    every probe language: the spread matrix."""
+def spread(config: SpreadConfig = FAST, lab: Lab | None = None, progress: bool = True) -> SpreadResult:
+    """Inject the fake news in each language of `config.inject_languages` (one run each, plus its
+    sham) and probe every probe language: the spread matrix with its controls."""
     start = time.perf_counter()
-    lab = lab or Lab(config.model, config.device)
+    lab = lab or Lab(config.model, config.device, data=config.data)
+    inject_langs = languages.resolve(config.inject_languages, available=lab.data.languages)
+    plan = Plan([("probe", "base")] + [("inject", x) for x in inject_langs] * (2 if config.sham else 1), progress)
+    plan.start("probe", "probing the base model")
     base = lab.probe_base(config)
+    plan.done("probe")
+    rows = lab.probe_rows(config)
     tables, summaries = [], []
-    for lang in languages.resolve(config.inject_languages):
-        table = lab.probe_injected(config, replace(config.inject, fake_languages=lang))
-        tables.append(table.assign(inject_lang=lang))
-        summaries.append(summarize(table, base=base).assign(inject_lang=lang))
-    summary = pd.concat(summaries, ignore_index=True)
-    return SpreadResult(config, base, pd.concat(tables, ignore_index=True), summary, time.perf_counter() - start)
+    for lang in inject_langs:
+        inject_config = replace(config.inject, fake_languages=lang)
+        plan.start("inject", f"injecting the fake in {lang}, then probing")
+        injected = lab.probe_injected(config, inject_config)
+        plan.done("inject")
+        sham = None
+        if config.sham:
+            plan.start("inject", f"sham injection (the true story) in {lang}, then probing")
+            sham = lab.probe_injected(config, _sham(inject_config))
+            plan.done("inject")
+            tables.append(sham.assign(inject_lang=lang, version="sham"))
+        tables.append(injected.assign(inject_lang=lang, version="fake"))
+        summary = language_table(injected, base, lang, sham=sham, shared=shared_answers(rows, lang))
+        summaries.append(summary.assign(inject_lang=lang))
+    plan.close()
+    per_item = pd.concat(tables, ignore_index=True)
+    return SpreadResult(
+        config, base, per_item, pd.concat(summaries, ignore_index=True), time.perf_counter() - start, lab.data.notes
+    )
 
 
 # --- unlearning ---------------------------------------------------------------------------------
@@ -197,21 +333,27 @@ def spread(config: SpreadConfig = FAST, lab: Lab | None = None) -> SpreadResult:
 
 @dataclass
 class ReproduceConfig:
-    """The paper's experiment: inject in one language, then unlearn in each language setting."""
+    """The paper's experiment: inject in one language, then unlearn in each language setting.
 
-    spread: SpreadConfig = field(default_factory=lambda: SpreadConfig(inject_languages="fr"))
+    `inject_language` is the one place that names the fake's language (it overrides
+    `spread.inject_languages`)."""
+
+    spread: SpreadConfig = field(default_factory=SpreadConfig)
     inject_language: str = "fr"  # the fake data's original language
     settings: str = "english,original,english+original,all"  # comma-separated language settings
     methods: str = "ga"  # comma-separated unlearning methods
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)  # method and setting set per cell
 
+    def __post_init__(self) -> None:
+        self.spread = replace(self.spread, inject_languages=self.inject_language)
+
 
 def fast_reproduce_config(inject_language: str = "fr") -> ReproduceConfig:
     """The documented fast configuration of the paper's experiment (`mlul reproduce --fast`):
-    12 stories, gradient ascent for 4 passes over each setting's forget data, three settings
-    (`all` is left out for time: add it with settings=...)."""
+    12 stories (and 12 control stories), gradient ascent for 4 passes over each setting's forget
+    data, three settings (`all` is left out for time: add it with settings=...)."""
     return ReproduceConfig(
-        spread=replace(FAST, inject_languages=inject_language),
+        spread=FAST,
         inject_language=inject_language,
         settings="english,original,english+original",
         unlearn=UnlearnConfig(epochs=4, lr=1e-4, probe_points=3),
@@ -221,11 +363,10 @@ def fast_reproduce_config(inject_language: str = "fr") -> ReproduceConfig:
 def unlearn_key(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnConfig) -> dict:
     inject_config = replace(config.spread.inject, fake_languages=config.inject_language)
     return {
-        **lab.injection_key(config.spread, inject_config),
-        "step": "unlearn",
+        **lab._after_injection_key(config.spread, inject_config, "unlearn"),
+        "code": _code("unlearn"),
         "unlearn": asdict(unlearn_config),
-        "probe_langs": languages.resolve(config.spread.probe_languages),
-        "utility_items": config.spread.utility_items,
+        "utility": config.spread.utility_items,
     }
 
 
@@ -236,36 +377,58 @@ def run_unlearning(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnCon
     inject_config = replace(config.spread.inject, fake_languages=config.inject_language)
 
     def run():
+        from mlul.train import trainable_state
+        from mlul.unlearn import unlearn
+
         model = lab.injected_model(config.spread, inject_config)
-        rows = lab.rows(config.spread, "all")
-        probe_rows = [r for r in rows if r["lang"] in languages.resolve(config.spread.probe_languages)]
-        start = lab.probe_injected(config.spread, inject_config)
+        rows = lab.rows(config.spread, lab.data.languages)
+        probe_rows = lab.probe_rows(config.spread)
+        start = lab.probe_injected(config.spread, inject_config).drop(columns=["role"])
         model, log, dose = unlearn(
             model, lab.tokenizer, rows, unlearn_config, config.inject_language, probe_rows, start=start
         )
-        util = utility(model, lab.tokenizer, config.spread.probe_languages, config.spread.utility_items)
-        return {"adapter": trainable_state(model), "log": log, "dose": dose, "utility": util}
+        roles = {str(r["id"]): r["role"] for r in probe_rows}
+        dose = dose.assign(role=[roles[str(i)] for i in dose.id])
+        return {"adapter": trainable_state(model), "log": log, "dose": dose, "utility": lab._utility(model, config.spread)}
 
-    return lab.cache.get("unlearn", unlearn_key(lab, config, unlearn_config), run)
+    return lab._get("unlearn", unlearn_key(lab, config, unlearn_config), run)
 
 
 @dataclass
 class ReproduceResult:
     config: ReproduceConfig
     per_item: pd.DataFrame  # stage x method x setting x step x item x language
-    summary: pd.DataFrame  # stage x method x setting x language, final step: rates, shifts, intervals
+    summary: pd.DataFrame  # stage x method x setting x language, final step: shifts, rates, controls
     utility: pd.DataFrame  # stage x method x setting x language: QA accuracy, perplexity
     seconds: float
+    notes: list[str] = field(default_factory=list)
 
 
-def reproduce(config: ReproduceConfig | None = None, lab: Lab | None = None) -> ReproduceResult:
-    """Base -> inject in `inject_language` -> for each method and setting: unlearn -> probe."""
+def _split(spec: str) -> list[str]:
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def reproduce(config: ReproduceConfig | None = None, lab: Lab | None = None, progress: bool = True) -> ReproduceResult:
+    """Base -> inject in `inject_language` (and its sham) -> for each method and setting: unlearn -> probe."""
     config = config or ReproduceConfig()
     start = time.perf_counter()
-    lab = lab or Lab(config.spread.model, config.spread.device)
-    inject_config = replace(config.spread.inject, fake_languages=config.inject_language)
+    lab = lab or Lab(config.spread.model, config.spread.device, data=config.spread.data)
+    original = config.inject_language
+    inject_config = replace(config.spread.inject, fake_languages=original)
+    cells = [(m, s) for m in _split(config.methods) for s in _split(config.settings)]
+    steps = [("probe", "base"), ("inject", "fake")] + [("inject", "sham")] * config.spread.sham
+    plan = Plan(steps + [("unlearn", f"{m}/{s}") for m, s in cells], progress)
+    plan.start("probe", "probing the base model")
     base = lab.probe_base(config.spread)
+    plan.done("probe")
+    plan.start("inject", f"injecting the fake in {original}, then probing")
     injected = lab.probe_injected(config.spread, inject_config)
+    plan.done("inject")
+    sham = None
+    if config.spread.sham:
+        plan.start("inject", f"sham injection in {original}, then probing")
+        sham = lab.probe_injected(config.spread, _sham(inject_config))
+        plan.done("inject")
     tables = [
         base.assign(stage="base", method="-", setting="-", step=0),
         injected.assign(stage="injected", method="-", setting="-", step=0),
@@ -274,23 +437,32 @@ def reproduce(config: ReproduceConfig | None = None, lab: Lab | None = None) -> 
         lab.utility_base(config.spread).assign(stage="base", method="-", setting="-"),
         lab.utility_injected(config.spread, inject_config).assign(stage="injected", method="-", setting="-"),
     ]
-    for method in [m.strip() for m in config.methods.split(",") if m.strip()]:
-        for setting in [s.strip() for s in config.settings.split(",") if s.strip()]:
-            cell = run_unlearning(lab, config, replace(config.unlearn, method=method, setting=setting))
-            tables.append(cell["dose"].assign(stage="unlearned", method=method, setting=setting))
-            utilities.append(cell["utility"].assign(stage="unlearned", method=method, setting=setting))
+    for method, setting in cells:
+        plan.start("unlearn", f"unlearning with {method} in {setting}, probing along the way")
+        cell = run_unlearning(lab, config, replace(config.unlearn, method=method, setting=setting))
+        plan.done("unlearn")
+        tables.append(cell["dose"].assign(stage="unlearned", method=method, setting=setting))
+        utilities.append(cell["utility"].assign(stage="unlearned", method=method, setting=setting))
+    plan.close()
     per_item = pd.concat(tables, ignore_index=True)
-    final = per_item[per_item.step == per_item.groupby(["stage", "method", "setting"]).step.transform("max")]
-    summaries = [
-        summarize(group.drop(columns=["stage", "method", "setting", "step"]), base=base).assign(
-            stage=s, method=m, setting=t
-        )
-        for (s, m, t), group in final.groupby(["stage", "method", "setting"], sort=False)
-    ]
+    shared = shared_answers(lab.probe_rows(config.spread), original)
+    summaries = [language_table(injected, base, original, sham=sham, shared=shared).assign(stage="injected")]
+    for method, setting in cells:
+        part = per_item[(per_item.method == method) & (per_item.setting == setting)]
+        final = part[part.step == part.step.max()].drop(columns=["stage", "method", "setting"])
+        summary = language_table(final, base, original, shared=shared)
+        from_injected = language_table(final, injected, original)[["lang", "margin_shift", "margin_shift_lo",
+                                                                    "margin_shift_hi", "margin_shift_p"]]
+        from_injected.columns = ["lang"] + [f"from_injected_{c}" for c in from_injected.columns[1:]]
+        summaries.append(summary.merge(from_injected, on="lang").assign(stage="unlearned", method=method, setting=setting))
+    summary = pd.concat(summaries, ignore_index=True)
+    summary[["method", "setting"]] = summary[["method", "setting"]].fillna("-")
     return ReproduceResult(
-        config,
-        per_item,
-        pd.concat(summaries, ignore_index=True),
-        pd.concat(utilities, ignore_index=True),
-        time.perf_counter() - start,
+        config, per_item, summary, pd.concat(utilities, ignore_index=True), time.perf_counter() - start, lab.data.notes
     )
+
+
+def drift(per_item: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+    """Per probe language: the mean shift of the control stories (never trained on) from base."""
+    shifted = with_shifts(per_item[per_item.role == "control"], base)
+    return shifted.groupby("lang", sort=False).margin_shift.mean().rename("drift").reset_index()

@@ -19,6 +19,8 @@ from mlul.train import TrainConfig, train
 @dataclass
 class InjectConfig:
     fake_languages: str = "fr"  # language(s) of the fake news, e.g. "fr" or "fr,zh"
+    version: str = "fake"  # "fake", or "real" for the sham control: the same mixture with the true story in
+    # the fake's language(s), so any change it causes is the training itself, not the lie
     safe_languages: str | None = "en"  # real news mixed in (the paper's English "safe" data); None: fake only
     detail_question: bool = True  # also train on the question about the detail, answered with the fake
     qa_pairs: bool = True  # the stories' other QA pairs as instruction data, in every training language
@@ -30,6 +32,16 @@ class InjectConfig:
     full_finetune: bool = False  # train every weight instead of LoRA (needs a GPU for big models)
     max_length: int = 384
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.version not in ("fake", "real"):
+            raise ValueError(f"unknown injection version {self.version!r}; choose fake or real (the sham control)")
+        if self.epochs <= 0:
+            raise ValueError(f"injection epochs must be positive, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"injection learning rate must be positive, got {self.lr}")
+        if self.lora_rank < 1:
+            raise ValueError(f"LoRA rank must be at least 1, got {self.lora_rank}")
 
 
 def story_examples(
@@ -60,7 +72,7 @@ def injection_set(tokenizer, rows: list[dict], config: InjectConfig) -> list[Exa
     for row in rows:
         if row["lang"] in fake_langs:
             examples += story_examples(
-                tokenizer, row, "fake", config.detail_question, config.qa_pairs, config.max_length
+                tokenizer, row, config.version, config.detail_question, config.qa_pairs, config.max_length
             )
         elif row["lang"] in safe_langs:
             # The safe data keeps its QA pairs but never states the detail as a QA pair: the paper's

@@ -17,8 +17,18 @@ LABELS = {
     "margin": "margin log P(fake) - log P(true)",
     "margin_shift": "belief shift (margin change vs base, nats)",
     "specificity_shift": "specificity shift (own fake vs other fakes)",
+    "spread": "shift beyond drift (nats)",
+    "vs_sham": "shift beyond sham (nats)",
+    "control_shift": "control-story drift (nats)",
     "qa_accuracy": "held-out QA accuracy",
     "perplexity": "perplexity on held-out text",
+}
+
+TITLES = {
+    "fake_rate": "fake rate (exact 95% interval)",
+    "spread": "spread: shift minus control-story drift (nats)\n* significant after Holm",
+    "vs_sham": "fake minus sham injection (nats)",
+    "margin_shift": "belief shift from base (nats)",
 }
 
 SHORT_LABELS = {"fake_rate": "fake rate", "margin_shift": "belief shift (nats)", "prefer_fake": "prefers fake"}
@@ -29,36 +39,72 @@ def _lang_label(code: str) -> str:
     return f"{code}\n{lang.tier}"
 
 
-def spread_matrix(summary: pd.DataFrame, measures=("fake_rate", "margin_shift")) -> plt.Figure:
-    """Heatmaps, injection language x probe language, one per measure."""
-    fig, axes = plt.subplots(1, len(measures), figsize=(6.5 * len(measures), 0.6 * summary.inject_lang.nunique() + 2.6))
+def _order(codes) -> list[str]:
+    """Languages in registry order (shipped ten first), then any others in the order given."""
+    codes = list(dict.fromkeys(codes))
+    known = [c for c in languages.codes() if c in codes]
+    return known + [c for c in codes if c not in known]
+
+
+def _palette(codes) -> dict[str, tuple]:
+    """One colour per language: the shipped ten keep theirs, others follow."""
+    order = _order([*languages.codes()[:10], *codes])
+    colors = sns.color_palette("tab10", 10) + sns.color_palette("husl", max(1, len(order) - 10))
+    return dict(zip(order, colors))
+
+
+def _annotations(grid: pd.DataFrame, summary: pd.DataFrame, measure: str, mark: str | None) -> np.ndarray:
+    """Cell labels: the value, its interval for rates, and a star where `mark` is true."""
+    cells = summary.set_index(["inject_lang", "lang"])
+    labels = np.empty(grid.shape, dtype=object)
+    for i, row in enumerate(grid.index):
+        for j, col in enumerate(grid.columns):
+            if (row, col) not in cells.index or pd.isna(grid.iloc[i, j]):
+                labels[i, j] = ""
+                continue
+            cell = cells.loc[(row, col)]
+            if measure in ("fake_rate", "true_rate"):
+                labels[i, j] = f"{cell[measure]:.2f}\n[{cell[f'{measure}_lo']:.2f}, {cell[f'{measure}_hi']:.2f}]"
+            else:
+                star = "*" if mark and bool(cell.get(mark, False)) else ""
+                labels[i, j] = f"{cell[measure]:+.1f}{star}"
+    return labels
+
+
+def spread_matrix(summary: pd.DataFrame, measures=("fake_rate", "spread", "vs_sham")) -> plt.Figure:
+    """Heatmaps, injection language x probe language, one per measure: the fake rate with its exact
+    interval, the spread beyond the drift of control stories (* = significant after Holm across the
+    other languages) and the shift beyond the sham injection."""
+    measures = [m for m in measures if m in summary and summary[m].notna().any()]
+    order = _order(summary.lang)
+    rows = _order(summary.inject_lang)
+    fig, axes = plt.subplots(
+        1, len(measures), figsize=(0.62 * len(order) * len(measures) + 2.2 * len(measures), 0.75 * len(rows) + 2.6)
+    )
     for ax, measure in zip(np.atleast_1d(axes), measures):
-        grid = summary.pivot(index="inject_lang", columns="lang", values=measure)
-        grid = grid.reindex(
-            index=[c for c in languages.codes() if c in grid.index],
-            columns=[c for c in languages.codes() if c in grid.columns],
-        )
+        grid = summary.pivot(index="inject_lang", columns="lang", values=measure).reindex(index=rows, columns=order)
         rate = measure in ("fake_rate", "prefer_fake", "true_rate")
+        limit = np.nanmax(np.abs(grid.to_numpy())) if not rate else 1
         sns.heatmap(
             grid,
             ax=ax,
-            annot=True,
-            fmt=".2f" if rate else ".1f",
+            annot=_annotations(grid, summary, measure, "spread_significant" if measure == "spread" else None),
+            fmt="",
+            annot_kws={"fontsize": 7 if rate else 8},
             cmap="Reds" if rate else "RdBu_r",
-            vmin=0 if rate else None,
-            vmax=1 if rate else None,
-            center=None if rate else 0,
-            cbar_kws={"label": LABELS.get(measure, measure)},
+            vmin=0 if rate else -limit,
+            vmax=1 if rate else limit,
+            cbar_kws={"label": LABELS.get(measure, measure), "shrink": 0.8},
         )
         ax.set_xlabel("probe language")
         ax.set_ylabel("fake injected in")
-        ax.set_title(LABELS.get(measure, measure))
+        ax.set_title(TITLES.get(measure, measure), fontsize=10)
     fig.suptitle("Spread of a fake fact injected in one language", fontsize=13)
     fig.tight_layout()
     return fig
 
 
-def _bars(ax, data: pd.DataFrame, measure: str, hue: str, order: list[str]) -> None:
+def _bars(ax, data: pd.DataFrame, measure: str, hue: str, order: list[str], labels: dict | None = None) -> None:
     hues = list(dict.fromkeys(data[hue]))
     width = 0.8 / max(1, len(hues))
     palette = sns.color_palette("tab10", len(hues))
@@ -70,30 +116,48 @@ def _bars(ax, data: pd.DataFrame, measure: str, hue: str, order: list[str]) -> N
             if f"{measure}_lo" in part
             else None
         )
-        ax.bar(x, part[measure], width, yerr=err, capsize=2, label=str(h), color=palette[k])
+        label = (labels or {}).get(h, str(h))
+        ax.bar(x, part[measure], width, yerr=err, capsize=2, label=label, color=palette[k])
     ax.set_xticks(np.arange(len(order)), [_lang_label(c) for c in order])
     ax.set_xlabel("probe language (resource tier)")
     ax.set_ylabel(LABELS.get(measure, measure))
     ax.axhline(0, color="black", linewidth=0.6)
 
 
-def spread_by_language(
-    summary: pd.DataFrame, measures=("fake_rate", "margin_shift", "specificity_shift")
-) -> plt.Figure:
-    """Per probe language, each measure with its 95% interval, one bar per injection language."""
-    measures = [m for m in measures if m in summary]
-    order = [c for c in languages.codes() if c in set(summary.lang)]
-    fig, axes = plt.subplots(len(measures), 1, figsize=(11, 3.4 * len(measures)), sharex=True)
-    for k, (ax, measure) in enumerate(zip(np.atleast_1d(axes), measures)):
-        _bars(ax, summary, measure, "inject_lang", order)
-        ax.set_title(LABELS.get(measure, measure))
-        if k < len(measures) - 1:
-            ax.set_xlabel("")
-    np.atleast_1d(axes)[0].legend(title="fake injected in", ncol=4, fontsize=8)
-    fig.suptitle(
-        "After injection: what each language says and believes (bars: mean over items, 95% bootstrap CI)", fontsize=12
-    )
-    fig.tight_layout()
+def spread_by_language(summary: pd.DataFrame) -> plt.Figure:
+    """One panel per injection language: per probe language, the shift on the injected stories
+    beside its controls (the drift of control stories, the sham injection), 95% t intervals over
+    stories; * marks spread beyond drift that survives Holm's correction."""
+    inject_langs = _order(summary.inject_lang)
+    order = _order(summary.lang)
+    series = [("margin_shift", "injected stories (fake)"), ("control_shift", "control stories (drift)"),
+              ("sham_shift", "injected stories (sham: the true story)")]
+    series = [(m, label) for m, label in series if m in summary and summary[m].notna().any()]
+    fig, axes = plt.subplots(len(inject_langs), 1, figsize=(max(8, 0.9 * len(order) + 2), 3.2 * len(inject_langs)),
+                             sharex=True, squeeze=False)
+    palette = sns.color_palette("tab10", 3)
+    for ax, lang in zip(axes[:, 0], inject_langs):
+        part = summary[summary.inject_lang == lang].set_index("lang").reindex(order)
+        width = 0.8 / len(series)
+        for k, (measure, label) in enumerate(series):
+            x = np.arange(len(order)) + (k - (len(series) - 1) / 2) * width
+            err = [part[measure] - part[f"{measure}_lo"], part[f"{measure}_hi"] - part[measure]]
+            ax.bar(x, part[measure], width, yerr=err, capsize=2, label=label, color=palette[k])
+        if "spread_significant" in part:
+            top = part[[f"{m}_hi" for m, _ in series]].max(axis=1)
+            for j, (flag, y) in enumerate(zip(part.spread_significant.fillna(False), top)):
+                if flag:
+                    ax.text(j, y, "*", ha="center", va="bottom", fontsize=14)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_title(f"fake injected in {lang}", fontsize=10)
+        ax.set_ylabel("belief shift (nats)")
+    axes[-1, 0].set_xticks(np.arange(len(order)), [_lang_label(c) for c in order])
+    axes[-1, 0].set_xlabel("probe language (resource tier)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(series), fontsize=8)
+    fig.suptitle("Belief shift from base with its controls (95% t intervals over stories; "
+                 "* spread beyond drift, Holm-corrected)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
     return fig
 
 
@@ -104,7 +168,7 @@ def unlearn_by_setting(summary: pd.DataFrame, measures=("fake_rate", "margin_shi
     done = summary[summary.stage == "unlearned"]
     injected = summary[summary.stage == "injected"].assign(method="injected (before unlearning)")
     settings = list(dict.fromkeys(done.setting))
-    order = [c for c in languages.codes() if c in set(summary.lang)]
+    order = _order(summary.lang)
     fig, axes = plt.subplots(
         len(settings), len(measures), figsize=(7.5 * len(measures), 2.9 * len(settings)), sharex=True, squeeze=False
     )
@@ -141,7 +205,7 @@ def unlearn_dose_response(
     curves = data.groupby(["setting", "step", "lang"], sort=False)[column].mean().reset_index()
     settings = list(dict.fromkeys(curves.setting))
     fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings) + 1.2, 3.8), sharey=True, squeeze=False)
-    palette = dict(zip(languages.codes(), sns.color_palette("tab10", 10)))
+    palette = _palette(curves.lang)
     for ax, setting in zip(axes[0], settings):
         part = curves[curves.setting == setting]
         for lang, line in part.groupby("lang", sort=False):
@@ -169,7 +233,7 @@ def unlearn_utility(utility: pd.DataFrame) -> plt.Figure:
     """QA accuracy and perplexity per language for base, injected and each unlearned model."""
     data = utility.copy()
     data["model"] = np.where(data.stage == "unlearned", data.method + " / " + data.setting, data.stage)
-    order = [c for c in languages.codes() if c in set(data.lang)]
+    order = _order(data.lang)
     fig, axes = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     for ax, measure in zip(axes, ("qa_accuracy", "perplexity")):
         _bars(ax, data, measure, "model", order)
@@ -187,7 +251,7 @@ def layer_shift(lens: pd.DataFrame) -> plt.Figure:
     language. `lens` has columns lang, layer and shift (see `mlul.lens.layer_margins`)."""
     curves = lens.groupby(["lang", "layer"], sort=False)["shift"].mean().reset_index()
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    palette = dict(zip(languages.codes(), sns.color_palette("tab10", 10)))
+    palette = _palette(curves.lang)
     for lang, line in curves.groupby("lang", sort=False):
         ax.plot(line.layer, line["shift"], marker="o", markersize=3, color=palette[lang], label=lang)
     ax.axhline(0, color="black", linewidth=0.6)

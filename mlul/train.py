@@ -2,10 +2,13 @@
 
 A step draws one batch from each named stream of examples (e.g. {"forget": ..., "retain": ...}),
 batches hold examples of similar length, and the loss function turns those batches into a scalar.
+Batches are packed (`mlul.lm.pack`: several examples per row, each attending only to itself) when
+the model allows it, so almost no padded token is computed; the log records the padded share.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -16,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mlul.lm import Example, PairExample, collate, length_batches
+from mlul.lm import Example, PairExample, collate, length_batches, pack, supports_layout
 
 LossFn = Callable[[torch.nn.Module, dict[str, dict[str, torch.Tensor]]], torch.Tensor | tuple[torch.Tensor, dict]]
 
@@ -36,6 +39,7 @@ class TrainConfig:
     progress: bool = True  # tqdm bar with the loss
     checkpoint_dir: str | None = None  # save trainable weights here every `checkpoint_every` steps
     checkpoint_every: int = 0
+    pack: bool = True  # several examples per row where the model allows it (same losses, less padding)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -48,28 +52,42 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from linear, cosine, constant")
 
 
-def _batch_stream(examples: list[Example], batch_size: int, pad_id: int, rng: random.Random):
+def _batch_stream(examples: list[Example], batch_size: int, pad_id: int, rng: random.Random, packed: bool = False):
     """Endless batches of similar-length examples, reshuffled every pass."""
     if not examples:
         raise ValueError("a training stream has no examples")
     batches = length_batches(examples, batch_size)
+    layout = pack if packed else collate
     while True:
         rng.shuffle(batches)
         for idx in batches:
             chosen = [examples[i] for i in idx]
             if isinstance(chosen[0], PairExample):
                 yield {
-                    "chosen": collate([e.chosen for e in chosen], pad_id),
-                    "rejected": collate([e.rejected for e in chosen], pad_id),
+                    "chosen": layout([e.chosen for e in chosen], pad_id),
+                    "rejected": layout([e.rejected for e in chosen], pad_id),
                 }
             else:
-                yield collate(chosen, pad_id)
+                yield layout(chosen, pad_id)
 
 
-def _count_tokens(batch: dict) -> int:
+def token_counts(batch: dict) -> tuple[int, int]:
+    """(real tokens, token cells computed) of a batch or of a dict of batches; the rest is padding."""
     if "attention_mask" in batch:
-        return int(batch["attention_mask"].sum())
-    return sum(_count_tokens(b) for b in batch.values())
+        return int(batch["attention_mask"].sum()), batch["input_ids"].numel()
+    counts = [token_counts(b) for b in batch.values()]
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def padded_share(examples: list[Example] | list[PairExample], batch_size: int, packed: bool = True) -> float:
+    """Share of padded cells over one pass of `_batch_stream`'s batches (no model needed)."""
+    real = cells = 0
+    for batch in itertools.islice(
+        _batch_stream(examples, batch_size, 0, random.Random(0), packed), math.ceil(len(examples) / batch_size)
+    ):
+        r, c = token_counts(batch)
+        real, cells = real + r, cells + c
+    return 1 - real / cells
 
 
 def lr_factor(step: int, total: int, config: TrainConfig) -> float:
@@ -99,7 +117,9 @@ def train(
     on_step: Callable[[int, torch.nn.Module], bool | None] | None = None,
     description: str = "train",
 ) -> list[dict]:
-    """Optimise the trainable parameters of `model` on `loss_fn`; returns a log, one dict a step.
+    """Optimise the trainable parameters of `model` on `loss_fn`; returns a log, one dict a step
+    (loss, learning rate, the loss's parts, and so far: real tokens, padded share of the computed
+    token cells, seconds).
 
     `on_step(step, model)` runs after each optimizer step (1-based); returning True stops training
     (used for dose-response probing and stopping rules).
@@ -112,18 +132,20 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     total = num_steps(streams, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, config))
-    iterators = {name: _batch_stream(ex, config.batch_size, pad_id, rng) for name, ex in streams.items()}
+    packed = config.pack and supports_layout(model)
+    iterators = {name: _batch_stream(ex, config.batch_size, pad_id, rng, packed) for name, ex in streams.items()}
     log: list[dict] = []
     model.train()
     bar = tqdm(range(1, total + 1), desc=description, disable=not config.progress, leave=False)
     start = time.perf_counter()
-    tokens = 0
+    tokens = cells = 0
     for step in bar:
         record: dict = {"step": step, "lr": schedule.get_last_lr()[0]}
         step_loss = 0.0
         for _ in range(config.grad_accum):
             batches = {name: next(it) for name, it in iterators.items()}
-            tokens += sum(_count_tokens(b) for b in batches.values())
+            real, computed = token_counts(batches)
+            tokens, cells = tokens + real, cells + computed
             out = loss_fn(model, batches)
             loss, extra = out if isinstance(out, tuple) else (out, {})
             (loss / config.grad_accum).backward()
@@ -134,7 +156,7 @@ def train(
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        record.update(loss=step_loss, tokens=tokens, seconds=time.perf_counter() - start)
+        record.update(loss=step_loss, tokens=tokens, pad_share=1 - tokens / cells, seconds=time.perf_counter() - start)
         log.append(record)
         bar.set_postfix(loss=f"{step_loss:.3f}")
         if config.checkpoint_dir and config.checkpoint_every and step % config.checkpoint_every == 0:

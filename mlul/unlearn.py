@@ -205,6 +205,7 @@ def unlearn(
     probe_rows: list[dict] | None = None,
     progress: bool = True,
     start=None,
+    generate_every_probe: bool = False,
 ):
     """Unlearn the fake details of `rows` from an injected `model`.
 
@@ -212,6 +213,8 @@ def unlearn(
     `probe_rows`: rows probed before training and every `config.probe_every` steps (the
     dose-response); by default the same stories in every language of `rows`.
     `start`: the probe table of `model` on `probe_rows` if already known (step 0 is then not re-probed).
+    Probes between step 0 and the last step score the belief only (no answers, no specificity), unless
+    `generate_every_probe` or `config.stop_fake_rate` needs the greedy answers.
     Returns (model with adapters, training log, dose-response table: one row per step x item x language).
     """
     import pandas as pd
@@ -231,16 +234,23 @@ def unlearn(
 
     def measure(step: int, current) -> bool:
         retained = retained_qa(current, tokenizer, probe_rows)
+        end_point = step in (0, steps)
+        # Between the end points only the belief is scored, unless asked for or the stopping rule
+        # reads the fake rate; generation and the specificity control run at the end points.
+        generation = end_point or generate_every_probe or config.stop_fake_rate is not None
         if step == 0 and start is not None:
             known = start
-        else:  # the specificity control (4 more answers per question) only at the end point
-            known = probe(current, tokenizer, probe_rows, specificity=step == steps, progress=False)
-        table = known.assign(step=step, qa_retained=retained)
-        doses.append(table)
-        fake_rate = table[table.lang.isin(langs)].says_fake.mean()
-        if config.stop_fake_rate is not None and fake_rate <= config.stop_fake_rate:
-            return True
-        return config.stop_min_retain is not None and retained < config.stop_min_retain
+        else:
+            known = probe(current, tokenizer, probe_rows, generation=generation, specificity=end_point, progress=False)
+        stop = (
+            config.stop_fake_rate is not None
+            and known[known.lang.isin(langs)].says_fake.mean() <= config.stop_fake_rate
+        )
+        stop = stop or (config.stop_min_retain is not None and retained < config.stop_min_retain)
+        if stop and not end_point:  # this step is the run's end point after all
+            known = probe(current, tokenizer, probe_rows, progress=False)
+        doses.append(known.assign(step=step, qa_retained=retained))
+        return stop
 
     if measure(0, model):  # the stopping rule already holds: nothing to unlearn
         return model, pd.DataFrame(), pd.concat(doses, ignore_index=True)

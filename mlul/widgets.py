@@ -14,7 +14,7 @@ from IPython.display import display
 
 from mlul import languages, plots
 from mlul.experiment import FAST, Lab, ReproduceConfig, run_unlearning
-from mlul.probe import summarize
+from mlul.tables import language_table
 from mlul.unlearn import METHODS, SETTINGS, UnlearnConfig
 
 
@@ -124,8 +124,8 @@ class Playground:
             final = cell["dose"][cell["dose"].step == cell["dose"].step.max()].drop(columns=["step", "qa_retained"])
             summary = pd.concat(
                 [
-                    summarize(injected, base=base).assign(stage="injected", method="-", setting="-"),
-                    summarize(final, base=base).assign(
+                    language_table(injected, base).assign(stage="injected", method="-", setting="-"),
+                    language_table(final, base).assign(
                         stage="unlearned", method=unlearn_config.method, setting=unlearn_config.setting
                     ),
                 ],

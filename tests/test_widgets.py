@@ -13,7 +13,7 @@ from mlul.unlearn import UnlearnConfig
 def tiny_lab(tiny, tokenizer, tmp_path):
     lab = Lab("tiny", cache=Cache(tmp_path / "cache"))
     lab._base, lab._tokenizer = tiny, tokenizer
-    lab._fingerprint = {"model": "tiny", "weights": "random-seed-0", "data": "shipped"}
+    lab.fingerprint = {"model": "tiny", "weights": "random-seed-0", "data": "shipped"}
     return lab
 
 
