@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from benchmarks.common import flops_per_token, matmul_flops_per_second
+from benchmarks.common import describe_machine, flops_per_token, matmul_flops_per_second
 from mlul.data import load_news, says
 from mlul.languages import answer_text, qa_prompt
 from mlul.lm import encode_group, encode_pair, group_batch, score_groups
@@ -84,7 +84,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=6)
     parser.add_argument("--langs", default="all")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    describe_machine(args.threads)
     model, tokenizer = load_model()
     rows = load_news(args.langs, split="inject")
     keep = sorted({r["id"] for r in rows})[: args.items]

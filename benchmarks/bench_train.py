@@ -21,7 +21,7 @@ import time
 import torch
 from transformers import Trainer, TrainingArguments
 
-from benchmarks.common import flops_per_token, matmul_flops_per_second
+from benchmarks.common import describe_machine, flops_per_token, matmul_flops_per_second
 from mlul.data import load_news
 from mlul.inject import InjectConfig, injection_set
 from mlul.lm import Example, collate, lm_loss
@@ -81,7 +81,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    describe_machine(args.threads)
     base, tokenizer = load_model()
     rows = load_news("en,fr", split="inject")
     keep = sorted({r["id"] for r in rows})[: args.items]

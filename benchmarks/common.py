@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
+
+
+def describe_machine(threads: int | None = None) -> None:
+    """Set the torch thread count (if given) and print it with the load: the machine is shared, and
+    with fewer free cores than threads the threads wait for each other."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads; load average {load}"
+    )
 
 
 def matmul_flops_per_second(size: int = 2048, repeats: int = 20) -> float:

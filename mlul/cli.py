@@ -55,7 +55,9 @@ def _check_out(out: str | None) -> None:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
             pass
     except OSError as err:
-        raise UsageError(f"--out {out} is not writable ({err.strerror or err}); give a folder you can write to") from None
+        raise UsageError(
+            f"--out {out} is not writable ({err.strerror or err}); give a folder you can write to"
+        ) from None
 
 
 def _check_cache() -> None:
@@ -211,26 +213,29 @@ def _probe(args) -> int:
 def _spread_config(args, data):
     from dataclasses import replace
 
-    from mlul.experiment import FAST, SpreadConfig
+    from mlul.experiment import FAST, SpreadConfig, fit_to_data
 
     _positive("--epochs", args.epochs)
     _positive("--lr", args.lr)
     _check_items(data, args.items)
     config = FAST if args.fast else SpreadConfig(items=None, utility_items=None)
     inject = replace(config.inject, **{k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None})
-    changes = {"model": args.model, "probe_languages": args.probe, "inject": inject, "device": args.device,
-               "data": args.data}
+    changes = {
+        "model": args.model,
+        "probe_languages": args.probe,
+        "inject": inject,
+        "device": args.device,
+        "data": args.data,
+    }
     if args.items is not None:
         changes["items"] = args.items
-    if args.data is not None:  # a small file of one's own: keep a third of it (at most 12) as drift controls
-        n = len(data.item_ids("inject"))
-        items = args.items if args.items is not None else n - min(config.control_items or 0, n // 3)
-        changes.update(items=items, control_items=min(config.control_items or 0, n - items))
     if getattr(args, "inject", None) is not None:
         changes["inject_languages"] = args.inject
     if getattr(args, "no_sham", False):
         changes["sham"] = False
     config = replace(config, **changes)
+    if args.data is not None:  # a small file of one's own: keep a third of it (at most 12) as drift controls
+        config = fit_to_data(config, data, args.items)
     probe = _languages(data, config.probe_languages, "--probe")
     inject_langs = _languages(data, config.inject_languages, "--inject")
     if "en" in inject_langs and config.inject.safe_languages == "en":
@@ -306,8 +311,13 @@ def _reproduce_config(args, data):
     base = fast_reproduce_config(inject[0]) if args.fast else ReproduceConfig(inject_language=inject[0])
     config = replace(base, spread=spread, inject_language=inject[0], methods=args.methods)
     if args.settings is not None:
-        config = replace(config, settings=",".join(s.replace("+", ",") if s not in SETTINGS else s
-                                                    for s in _list(args.settings, "--settings", SETTINGS, data)))
+        config = replace(
+            config,
+            settings=",".join(
+                s.replace("+", ",") if s not in SETTINGS else s
+                for s in _list(args.settings, "--settings", SETTINGS, data)
+            ),
+        )
     changes = {
         k: v
         for k, v in (("steps", args.steps), ("lr", args.unlearn_lr), ("probe_every", args.probe_every))
@@ -351,8 +361,10 @@ def _write_reproduce(result, tables: Path, figures: Path) -> None:
     for note in result.notes:
         print(f"note: {note}")
     if result.config.spread.items is not None and result.config.spread.items < 20:
-        print(f"\nThis is a preview on {result.config.spread.items} stories: intervals are wide; "
-              "`inconclusive` often means too few stories, not no effect.")
+        print(
+            f"\nThis is a preview on {result.config.spread.items} stories: intervals are wide; "
+            "`inconclusive` often means too few stories, not no effect."
+        )
     print(f"\ntables in {tables}/ (results.csv, per_item.csv, utility.csv, claims.csv)")
     print(f"figures in {figures}/ (unlearn_by_setting.png, unlearn_dose_response.png, unlearn_utility.png)")
     print(f"reproduce took {result.seconds:.0f} s")
@@ -480,7 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default="gemma-3-270m", help="gemma-3-270m, a hub id, a local folder or a .gguf file")
         p.add_argument("--probe", default="all", help="probe languages (default all)")
         p.add_argument(
-            "--fast", action="store_true", default=fast_default,
+            "--fast",
+            action="store_true",
+            default=fast_default,
             help="the small documented configuration (12 stories and 12 control stories)",
         )
         p.add_argument("--full", dest="fast", action="store_false", help="every injection story")

@@ -61,6 +61,17 @@ SMOKE = SpreadConfig(
 )
 
 
+def fit_to_data(config: SpreadConfig, data: NewsData, items: int | None = None) -> SpreadConfig:
+    """A user's (small) file: `items` stories injected (default: two thirds) and the rest, at most
+    `config.control_items`, kept as drift controls."""
+    n = len(data.item_ids("inject"))
+    controls = config.control_items or 0
+    items = items if items is not None else n - min(controls, n // 3)
+    return replace(
+        config, data=str(data.path) if data.path else None, items=items, control_items=min(controls, n - items)
+    )
+
+
 def _code(kind: str) -> str:
     """A hash of the code behind a step: prompt format, matching, scoring, generation, losses."""
     from mlul import data, inject, lm, models, probe, train, unlearn
@@ -94,6 +105,11 @@ class Lab:
         self._tokenizer = None
         self.seconds: dict[str, float] = {}  # compute time of each step run in this process
 
+    def use_data(self, data: str | NewsData | None) -> None:
+        """Switch to other stories; the loaded model stays, cache keys follow the new data."""
+        self.data = data if isinstance(data, NewsData) else open_data(data)
+        self.__dict__.pop("fingerprint", None)
+
     @cached_property
     def fingerprint(self) -> dict:
         from mlul.models import environment_fingerprint, pick_device, weights_fingerprint
@@ -103,7 +119,9 @@ class Lab:
             "weights": weights_fingerprint(self.model_name),
             "env": environment_fingerprint(pick_device(self.device), None),
             # a user's file borrows held-out stories and general text from the shipped set
-            "data": self.data.fingerprint if self.data.path is None else [self.data.fingerprint, open_data().fingerprint],
+            "data": self.data.fingerprint
+            if self.data.path is None
+            else [self.data.fingerprint, open_data().fingerprint],
         }
 
     def _load(self):
@@ -269,8 +287,14 @@ class Plan:
     def __init__(self, steps: list[tuple[str, str]], progress: bool = True):
         self.steps = steps
         total = sum(COST[kind] for kind, _ in steps)
-        self.bar = tqdm(total=total, desc="mlul", unit="step", disable=not progress or not steps, file=sys.stderr,
-                        bar_format="{desc}: {percentage:3.0f}% |{bar:20}| {elapsed} elapsed, {remaining} left")
+        self.bar = tqdm(
+            total=total,
+            desc="mlul",
+            unit="step",
+            disable=not progress or not steps,
+            file=sys.stderr,
+            bar_format="{desc}: {percentage:3.0f}% |{bar:20}| {elapsed} elapsed, {remaining} left",
+        )
 
     def start(self, kind: str, what: str) -> None:
         self.bar.set_description_str(f"mlul: {what}")
@@ -389,7 +413,12 @@ def run_unlearning(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnCon
         )
         roles = {str(r["id"]): r["role"] for r in probe_rows}
         dose = dose.assign(role=[roles[str(i)] for i in dose.id])
-        return {"adapter": trainable_state(model), "log": log, "dose": dose, "utility": lab._utility(model, config.spread)}
+        return {
+            "adapter": trainable_state(model),
+            "log": log,
+            "dose": dose,
+            "utility": lab._utility(model, config.spread),
+        }
 
     return lab._get("unlearn", unlearn_key(lab, config, unlearn_config), run)
 
@@ -451,10 +480,13 @@ def reproduce(config: ReproduceConfig | None = None, lab: Lab | None = None, pro
         part = per_item[(per_item.method == method) & (per_item.setting == setting)]
         final = part[part.step == part.step.max()].drop(columns=["stage", "method", "setting"])
         summary = language_table(final, base, original, shared=shared)
-        from_injected = language_table(final, injected, original)[["lang", "margin_shift", "margin_shift_lo",
-                                                                    "margin_shift_hi", "margin_shift_p"]]
+        from_injected = language_table(final, injected, original)[
+            ["lang", "margin_shift", "margin_shift_lo", "margin_shift_hi", "margin_shift_p"]
+        ]
         from_injected.columns = ["lang"] + [f"from_injected_{c}" for c in from_injected.columns[1:]]
-        summaries.append(summary.merge(from_injected, on="lang").assign(stage="unlearned", method=method, setting=setting))
+        summaries.append(
+            summary.merge(from_injected, on="lang").assign(stage="unlearned", method=method, setting=setting)
+        )
     summary = pd.concat(summaries, ignore_index=True)
     summary[["method", "setting"]] = summary[["method", "setting"]].fillna("-")
     return ReproduceResult(

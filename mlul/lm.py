@@ -46,10 +46,13 @@ class PairExample:
 
 @dataclass
 class PromptGroup:
-    """One prompt and the completions scored after it; tokenized as `encode_pair` does."""
+    """One prompt and the completions scored after it; tokenized as `encode_pair` does. Tokens of
+    completion j before `first_scored[j]` are read but not scored (e.g. a question after a shared
+    article); by default every completion token is scored."""
 
     prompt_ids: list[int]
     completions: list[list[int]]
+    first_scored: list[int] | None = None
 
 
 def encode_pair(tokenizer, prompt: str, completion: str, max_length: int = 512) -> Example:
@@ -190,6 +193,25 @@ def _pack_rows(lengths: list[int]) -> list[list[int]]:
     return min(layouts, key=lambda rows: (cells(rows), max(sum(lengths[i] for i in row) for row in rows)))
 
 
+def shared_prefix(examples: list[Example]) -> PromptGroup:
+    """The examples as one prompt (their longest common prefix of unlabelled tokens) and the rest
+    of each as a completion, scored where the example is labelled. Exact: built from the tokens."""
+    prefix = min(len(e.input_ids) for e in examples) - 1
+    first = examples[0].input_ids
+    for e in examples:
+        labelled = next(i for i, t in enumerate(e.labels) if t != IGNORE)
+        if e.labels[labelled:] != e.input_ids[labelled:]:
+            raise ValueError("shared_prefix needs examples labelled from one token to the end (encode_pair)")
+        same = next((i for i, (a, b) in enumerate(zip(first, e.input_ids)) if a != b), len(first))
+        prefix = min(prefix, same, labelled)
+    prefix = max(prefix, 1)
+    return PromptGroup(
+        first[:prefix],
+        [e.input_ids[prefix:] for e in examples],
+        [next(i for i, t in enumerate(e.labels) if t != IGNORE) - prefix for e in examples],
+    )
+
+
 def group_batch(groups: list[PromptGroup], pad_id: int) -> dict[str, torch.Tensor]:
     """One row per group: the prompt, then each completion without its last token (it is only
     predicted, never read), at position ids that continue the prompt's. Sequence k of the batch is
@@ -201,11 +223,12 @@ def group_batch(groups: list[PromptGroup], pad_id: int) -> dict[str, torch.Tenso
         p = len(g.prompt_ids)
         rows.append([_Segment(g.prompt_ids, 0, None)] + [_Segment(c[:-1], p, 0) for c in g.completions])
         at = r * width + p
-        for c in g.completions:
+        for c, f in zip(g.completions, g.first_scored or [0] * len(g.completions)):
             # Token 0 is predicted from the prompt's last position, token t from the completion's t - 1.
-            source += [r * width + p - 1] + [at + t for t in range(len(c) - 1)]
-            target += c
-            owner += [k] * len(c)
+            predictors = [r * width + p - 1] + [at + t for t in range(len(c) - 1)]
+            source += predictors[f:]
+            target += c[f:]
+            owner += [k] * (len(c) - f)
             at += len(c) - 1
             k += 1
     batch = _layout(rows, pad_id)

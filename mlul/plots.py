@@ -130,11 +130,19 @@ def spread_by_language(summary: pd.DataFrame) -> plt.Figure:
     stories; * marks spread beyond drift that survives Holm's correction."""
     inject_langs = _order(summary.inject_lang)
     order = _order(summary.lang)
-    series = [("margin_shift", "injected stories (fake)"), ("control_shift", "control stories (drift)"),
-              ("sham_shift", "injected stories (sham: the true story)")]
+    series = [
+        ("margin_shift", "injected stories (fake)"),
+        ("control_shift", "control stories (drift)"),
+        ("sham_shift", "injected stories (sham: the true story)"),
+    ]
     series = [(m, label) for m, label in series if m in summary and summary[m].notna().any()]
-    fig, axes = plt.subplots(len(inject_langs), 1, figsize=(max(8, 0.9 * len(order) + 2), 3.2 * len(inject_langs)),
-                             sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(inject_langs),
+        1,
+        figsize=(max(8, 0.9 * len(order) + 2), 3.2 * len(inject_langs)),
+        sharex=True,
+        squeeze=False,
+    )
     palette = sns.color_palette("tab10", 3)
     for ax, lang in zip(axes[:, 0], inject_langs):
         part = summary[summary.inject_lang == lang].set_index("lang").reindex(order)
@@ -155,8 +163,11 @@ def spread_by_language(summary: pd.DataFrame) -> plt.Figure:
     axes[-1, 0].set_xlabel("probe language (resource tier)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(series), fontsize=8)
-    fig.suptitle("Belief shift from base with its controls (95% t intervals over stories; "
-                 "* spread beyond drift, Holm-corrected)", fontsize=11)
+    fig.suptitle(
+        "Belief shift from base with its controls (95% t intervals over stories; "
+        "* spread beyond drift, Holm-corrected)",
+        fontsize=11,
+    )
     fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
     return fig
 

@@ -34,6 +34,7 @@ from mlul.lm import (
     label_logprobs,
     length_batches,
     score_groups,
+    shared_prefix,
     supports_layout,
 )
 
@@ -113,6 +114,34 @@ def score_prompts(
             answers[i] = _first_line(tokenizer, ids)
             at += k
     return scores, answers
+
+
+def score_shared(
+    model,
+    tokenizer,
+    examples: list[Example],
+    keys: list,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "score",
+) -> pd.DataFrame:
+    """As `score`, but the examples with the same key share their common prefix (e.g. one article
+    read before several questions), which then runs once. Falls back to `score` for models
+    without `supports_layout`."""
+    if not supports_layout(model):
+        return score(model, tokenizer, examples, batch_size, progress, desc)
+    members: dict = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    owners = list(members.values())
+    groups = [shared_prefix([examples[i] for i in idx]) for idx in owners]
+    sized = [Example(g.prompt_ids + [t for c in g.completions for t in c[:-1]], []) for g in groups]
+    logp, count, exact = np.zeros(len(examples)), np.zeros(len(examples)), np.zeros(len(examples), dtype=bool)
+    for batch in tqdm(length_batches(sized, batch_size), desc=desc, disable=not progress, leave=False):
+        total, n, hit, _ = score_groups(model, group_batch([groups[g] for g in batch], tokenizer.pad_token_id))
+        idx = [i for g in batch for i in owners[g]]
+        logp[idx], count[idx], exact[idx] = total.double().cpu().numpy(), n.cpu().numpy(), hit.cpu().numpy()
+    return pd.DataFrame({"logp": logp, "n_tokens": count, "exact": exact})
 
 
 @torch.inference_mode()
@@ -280,17 +309,21 @@ def utility(
             keep = sorted({r["id"] for r in rows})[:items]
             rows = [r for r in rows if r["id"] in keep]
     texts = load_general_text(languages_spec) if texts is None else texts
-    qa_examples, qa_lang = [], []
+    qa_examples, qa_lang, qa_story = [], [], []
     for r in rows:
         for pair in r.get("qa", []):
             prompt = r["real"] + "\n\n" + qa_prompt(r["lang"], pair["q"])
             qa_examples.append(encode_pair(tokenizer, prompt, answer_text(r["lang"], pair["a"])))
             qa_lang.append(r["lang"])
+            qa_story.append((str(r["id"]), r["lang"]))
     langs = list(dict.fromkeys([*qa_lang, *(t["lang"] for t in texts)]))
-    table = pd.DataFrame(index=pd.Index(langs, name="lang"), columns=["qa_accuracy", "qa_logp", "perplexity"],
-                         dtype=float)
+    table = pd.DataFrame(
+        index=pd.Index(langs, name="lang"), columns=["qa_accuracy", "qa_logp", "perplexity"], dtype=float
+    )
     if qa_examples:
-        qa = score(model, tokenizer, qa_examples, batch_size, progress, desc="utility QA").assign(lang=qa_lang)
+        # Each article is read once for all its questions.
+        qa = score_shared(model, tokenizer, qa_examples, qa_story, batch_size, progress, desc="utility QA")
+        qa = qa.assign(lang=qa_lang)
         table["qa_accuracy"] = qa.groupby("lang", sort=False).exact.mean()
         table["qa_logp"] = qa.groupby("lang", sort=False).logp.mean()
     if texts:

@@ -143,9 +143,7 @@ def claim_english_only(per_item: pd.DataFrame, original: str, method: str, utili
     langs = list(dict.fromkeys(after.lang))
     rise = [stats.shift_test(_by_story(vs_injected, lang).to_numpy(), alternative="greater")["p"] for lang in langs]
     reinforced = [lang for lang, r in zip(langs, stats.holm(rise, ALPHA)[0]) if r]
-    removed = all(
-        stats.equivalence_upper(_by_story(vs_base, lang).to_numpy(), MARGIN)["below"] for lang in langs
-    )
+    removed = all(stats.equivalence_upper(_by_story(vs_base, lang).to_numpy(), MARGIN)["below"] for lang in langs)
     evidence = (
         f"change from injected: en {_fmt(stats.shift_test(change_en.to_numpy()))}, "
         f"{original} {_fmt(stats.shift_test(change_x.to_numpy()))}; difference {_fmt(did_test)} "
@@ -227,6 +225,7 @@ def markdown_grid(
 ) -> str:
     """A Markdown table, rows `index` x probe languages, each cell `mean [lo, hi]` of `measure`;
     cells whose boolean column `mark` is true are bold (e.g. significant after Holm)."""
+
     def cell(row) -> str:
         value = row[measure]
         if pd.isna(value):
@@ -242,7 +241,10 @@ def markdown_grid(
     grid = grid[[c for c in columns if c in grid.columns]].reindex(list(dict.fromkeys(cells[index])))
     header = f"| {index} | " + " | ".join(grid.columns) + " |"
     rule = "|---" * (len(grid.columns) + 1) + "|"
-    body = [f"| {name} | " + " | ".join("" if isinstance(v, float) else v for v in row) + " |" for name, row in grid.iterrows()]
+    body = [
+        f"| {name} | " + " | ".join("" if isinstance(v, float) else v for v in row) + " |"
+        for name, row in grid.iterrows()
+    ]
     return "\n".join([header, rule, *body])
 
 
@@ -257,7 +259,9 @@ def shared_split(summary: pd.DataFrame, index: str = "inject_lang") -> pd.DataFr
         for kind in ("shared", "translated"):
             n = others[f"{kind}_n"].fillna(0)
             record[f"{kind}_cells"] = int(n.sum())
-            record[f"{kind}_shift"] = float((others[f"{kind}_shift"].fillna(0) * n).sum() / n.sum()) if n.sum() else np.nan
+            record[f"{kind}_shift"] = (
+                float((others[f"{kind}_shift"].fillna(0) * n).sum() / n.sum()) if n.sum() else np.nan
+            )
         records.append(record)
     return pd.DataFrame(records)
 
@@ -265,13 +269,17 @@ def shared_split(summary: pd.DataFrame, index: str = "inject_lang") -> pd.DataFr
 def markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|---" * len(frame.columns) + "|"
-    body = ["| " + " | ".join("n/a" if pd.isna(v) else str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = [
+        "| " + " | ".join("n/a" if pd.isna(v) else str(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *body])
 
 
 def _model_names(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.assign(
-        model=[s if s != "unlearned" else f"{m} / {t}" for s, m, t in zip(summary.stage, summary.method, summary.setting)]
+        model=[
+            s if s != "unlearned" else f"{m} / {t}" for s, m, t in zip(summary.stage, summary.method, summary.setting)
+        ]
     )
 
 
@@ -284,37 +292,62 @@ def results_markdown(spread, reproduce, header: str) -> str:
         lines.append(f"| {row.claim} | {row.method} | **{row.verdict}** | {row.test} | {row.evidence} |")
     s = spread.summary
     lines += [
-        "", "## 1. Learning: the spread matrix", "",
+        "",
+        "## 1. Learning: the spread matrix",
+        "",
         "Spread beyond drift: the belief shift on the injected stories minus the shift on the control stories "
         "(never trained on), nats, Welch 95% interval; **bold**: significant after Holm's correction across the "
-        "probe languages other than the injected one (the injected language itself is not in the family).", "",
-        markdown_grid(s, "spread", "inject_lang", mark="spread_significant", order=order), "",
-        "Belief shift from base on the injected stories (t interval over stories):", "",
-        markdown_grid(s, "margin_shift", "inject_lang", order=order), "",
-        "Drift: the same shift on the control stories:", "",
-        markdown_grid(s, "control_shift", "inject_lang", order=order), "",
+        "probe languages other than the injected one (the injected language itself is not in the family).",
+        "",
+        markdown_grid(s, "spread", "inject_lang", mark="spread_significant", order=order),
+        "",
+        "Belief shift from base on the injected stories (t interval over stories):",
+        "",
+        markdown_grid(s, "margin_shift", "inject_lang", order=order),
+        "",
+        "Drift: the same shift on the control stories:",
+        "",
+        markdown_grid(s, "control_shift", "inject_lang", order=order),
+        "",
     ]
     if "vs_sham" in s and s.vs_sham.notna().any():
-        lines += ["Fake minus sham (the sham trains the *true* story in the injection language; paired per story):",
-                  "", markdown_grid(s, "vs_sham", "inject_lang", order=order), ""]
+        lines += [
+            "Fake minus sham (the sham trains the *true* story in the injection language; paired per story):",
+            "",
+            markdown_grid(s, "vs_sham", "inject_lang", order=order),
+            "",
+        ]
     lines += [
-        "Fake rate (the greedy answer names the fake; Clopper-Pearson exact interval):", "",
-        markdown_grid(s, "fake_rate", "inject_lang", digits=2, order=order), "",
+        "Fake rate (the greedy answer names the fake; Clopper-Pearson exact interval):",
+        "",
+        markdown_grid(s, "fake_rate", "inject_lang", digits=2, order=order),
+        "",
         "Shared vs translated answers: mean belief shift over the other probe languages, split by whether the "
-        "fake string there is letter for letter the injected language's:", "",
-        markdown_table(shared_split(s).round(2)), "",
+        "fake string there is letter for letter the injected language's:",
+        "",
+        markdown_table(shared_split(s).round(2)),
+        "",
     ]
     r = _model_names(reproduce.summary)
     lines += [
-        f"## 2. Unlearning: fake injected in {reproduce.config.inject_language}", "",
-        "Belief shift from base on the injected stories:", "",
-        markdown_grid(r, "margin_shift", "model", order=order), "",
-        "Change from the injected model (negative: unlearned):", "",
-        markdown_grid(r[r.stage == "unlearned"], "from_injected_margin_shift", "model", order=order), "",
-        "Drift of the control stories from base:", "",
-        markdown_grid(r, "control_shift", "model", order=order), "",
-        "Fake rate (exact interval):", "",
-        markdown_grid(r, "fake_rate", "model", digits=2, order=order), "",
+        f"## 2. Unlearning: fake injected in {reproduce.config.inject_language}",
+        "",
+        "Belief shift from base on the injected stories:",
+        "",
+        markdown_grid(r, "margin_shift", "model", order=order),
+        "",
+        "Change from the injected model (negative: unlearned):",
+        "",
+        markdown_grid(r[r.stage == "unlearned"], "from_injected_margin_shift", "model", order=order),
+        "",
+        "Drift of the control stories from base:",
+        "",
+        markdown_grid(r, "control_shift", "model", order=order),
+        "",
+        "Fake rate (exact interval):",
+        "",
+        markdown_grid(r, "fake_rate", "model", digits=2, order=order),
+        "",
     ]
     u = _model_names(reproduce.utility)
     for measure, digits in (("perplexity", 0), ("qa_accuracy", 2)):

@@ -13,7 +13,7 @@ import pandas as pd
 from IPython.display import display
 
 from mlul import languages, plots
-from mlul.experiment import FAST, Lab, ReproduceConfig, run_unlearning
+from mlul.experiment import FAST, Lab, ReproduceConfig, fit_to_data, run_unlearning
 from mlul.tables import language_table
 from mlul.unlearn import METHODS, SETTINGS, UnlearnConfig
 
@@ -23,10 +23,10 @@ def _label(code: str) -> str:
     return f"{code} · {lang.name} ({lang.script}, {lang.tier})"
 
 
-def language_options() -> list[tuple[str, str]]:
-    """(label, code) pairs grouped by resource tier, then script."""
+def language_options(codes: list[str] | None = None) -> list[tuple[str, str]]:
+    """(label, code) pairs grouped by resource tier, then script (default: the shipped ten)."""
     codes = sorted(
-        languages.codes(),
+        codes or languages.codes(),
         key=lambda c: (languages.get(c).tier != "high", languages.get(c).script != "Latin", languages.get(c).script),
     )
     return [(_label(c), c) for c in codes]
@@ -51,12 +51,17 @@ class Playground:
         self.config = config or ReproduceConfig(spread=replace(FAST, inject_languages="fr"))
         self.lab = lab or Lab(self.config.spread.model, self.config.spread.device)
         style = {"description_width": "initial"}
-        self.inject_language = widgets.Dropdown(
-            options=[(_label(c), c) for c in languages.codes() if c != "en"],
-            value=self.config.inject_language,
-            description="fake injected in",
+        self.data_path = widgets.Text(
+            value=self.config.spread.data or "",
+            placeholder="empty: the shipped set; or a path to your .jsonl",
+            description="data",
             style=style,
+            layout=widgets.Layout(width="420px"),
         )
+        self.load_button = widgets.Button(description="Use this data", icon="folder-open")
+        self.data_info = widgets.HTML()
+        self.inject_language = widgets.Dropdown(description="fake injected in", style=style)
+        self.load_button.on_click(lambda _: self.load_data())
         self.method = widgets.Dropdown(
             options=list(METHODS), value=self.config.unlearn.method, description="method", style=style
         )
@@ -64,6 +69,7 @@ class Playground:
             options=[*SETTINGS, "custom"], value="english", description="unlearn in", style=style
         )
         self.custom_languages = language_picker(("en",), "custom languages")
+        self._show_languages()
         self.steps = widgets.IntSlider(value=self.config.unlearn.steps, min=1, max=60, description="steps", style=style)
         self.lr = widgets.FloatLogSlider(
             value=self.config.unlearn.lr, base=10, min=-6, max=-2, description="learning rate", style=style
@@ -84,6 +90,8 @@ class Playground:
         self.run_button.on_click(lambda _: self.run())
         self.widget = widgets.VBox(
             [
+                widgets.HBox([self.data_path, self.load_button]),
+                self.data_info,
                 widgets.HBox(
                     [
                         widgets.VBox(
@@ -95,6 +103,37 @@ class Playground:
                 widgets.HBox([self.run_button, self.progress, self.status]),
                 self.plot,
             ]
+        )
+
+    def load_data(self) -> None:
+        """Switch to the data in the path box (empty: the shipped set), validated first."""
+        from mlul.data import open_data
+
+        path = self.data_path.value.strip() or None
+        try:
+            data = open_data(path)
+            self.lab.use_data(data)
+            spread = replace(self.config.spread, data=None, items=FAST.items, control_items=FAST.control_items)
+            self.config = replace(self.config, spread=fit_to_data(spread, data) if path else spread)
+            self._show_languages()
+        except (ValueError, FileNotFoundError) as err:
+            self.data_info.value = f"<span style='color:#b00'>{str(err).splitlines()[0]}</span>"
+
+    def _show_languages(self) -> None:
+        data = self.lab.data
+        codes = data.languages
+        injectable = [c for c in codes if c != "en"]
+        self.inject_language.options = [(_label(c), c) for c in injectable]
+        if injectable:
+            self.inject_language.value = (
+                self.config.inject_language if self.config.inject_language in injectable else injectable[0]
+            )
+        self.custom_languages.options = language_options(codes)
+        self.custom_languages.value = ("en",) if "en" in codes else (codes[0],)
+        notes = "".join(f"<br>{n}" for n in data.notes)
+        self.data_info.value = (
+            f"<b>{data.source}</b>: {len(data.item_ids())} stories in {len(codes)} languages "
+            f"({', '.join(codes)}){notes}"
         )
 
     def unlearn_config(self) -> UnlearnConfig:

@@ -142,7 +142,9 @@ def test_probe_table_shape(tiny, tokenizer, mini_rows):
     table = probe(tiny, tokenizer, mini_rows, progress=False)
     assert len(table) == 6
     assert {"margin", "specificity", "answer", "says_fake", "says_true", "prefers_fake"} <= set(table.columns)
+    assert {"specificity_true", "n_controls", "n_tokens_true", "n_tokens_fake"} <= set(table.columns)
     assert np.allclose(table.margin, table.logp_fake - table.logp_true)
+    assert (table.n_tokens_true >= 1).all() and table.n_tokens_true.dtype.kind == "i"
 
 
 def test_score_batching_does_not_change_results(tiny, tokenizer):

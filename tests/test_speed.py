@@ -36,6 +36,8 @@ from mlul.probe import (
     probe,
     score,
     score_prompts,
+    score_shared,
+    utility,
 )
 from mlul.train import TrainConfig, padded_share, train
 from mlul.unlearn import UnlearnConfig, correct_set, forget_set, preference_set, retain_set, unlearn
@@ -61,6 +63,29 @@ def test_prefix_shared_scoring_equals_full_sequences(tiny, tokenizer, attention)
     shared = pd.concat(shared, ignore_index=True)
     assert np.abs(shared.logp - full.logp).max() < 1e-4
     assert (shared.n_tokens == full.n_tokens).all() and (shared.exact == full.exact).all()
+
+
+def test_shared_article_scoring_equals_full_sequences(tiny, tokenizer):
+    """Utility QA: several questions after one article (longer than the sliding window)."""
+    article = "The footbridge in Velmora crosses the river Lune. " * 12
+    examples, keys = [], []
+    for story, text in enumerate([article, "A short article.", article + "It opened in May."]):
+        for question, answer in [("Who built it?", " Lioren Vask"), ("When?", " In May"), ("Where?", " Velmora")]:
+            examples.append(encode_pair(tokenizer, text + "\n\nQuestion: " + question + "\nAnswer:", answer))
+            keys.append(story)
+    assert len(examples[0].input_ids) > 2 * 64
+    shared, full = score_shared(tiny, tokenizer, examples, keys, batch_size=2), score(tiny, tokenizer, examples)
+    assert np.abs(shared.logp - full.logp).max() < 1e-4
+    assert (shared.n_tokens == full.n_tokens).all() and (shared.exact == full.exact).all()
+
+
+def test_utility_equals_the_full_sequence_path(tiny, tokenizer, monkeypatch):
+    fast = utility(tiny, tokenizer, "en,fr", items=2, progress=False)
+    monkeypatch.setattr(mlul.probe, "supports_layout", lambda model: False)
+    slow = utility(tiny, tokenizer, "en,fr", items=2, progress=False)
+    assert np.allclose(
+        fast[["qa_accuracy", "qa_logp", "perplexity"]], slow[["qa_accuracy", "qa_logp", "perplexity"]], atol=1e-4
+    )
 
 
 def test_the_sliding_window_is_applied(tiny, tokenizer, monkeypatch):

@@ -69,3 +69,19 @@ def test_empty_custom_setting_is_reported_not_raised(playground):
     playground.run_button.click()
     assert "choose at least one custom language" in playground.status.value
     assert playground.figures == 0 and not playground.run_button.disabled
+
+
+def test_data_picker_lists_the_languages_of_the_chosen_file(playground):
+    from tests.conftest import DATA
+
+    playground.data_path.value = str(DATA / "own_stories.jsonl")
+    playground.load_data()
+    assert "en, de, zh, ko" in playground.data_info.value
+    assert [code for _, code in playground.inject_language.options] == ["de", "zh", "ko"]
+    assert playground.config.spread.items + playground.config.spread.control_items == 5
+    playground.data_path.value = str(DATA / "no-such-file.jsonl")
+    playground.load_data()
+    assert "no-such-file" in playground.data_info.value and "color:#b00" in playground.data_info.value
+    playground.data_path.value = ""
+    playground.load_data()
+    assert "10 languages" in playground.data_info.value
