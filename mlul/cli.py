@@ -396,7 +396,7 @@ def _write_results_doc(args, spread_result, reproduce_result, lab) -> None:
 
     from mlul.report import results_markdown
 
-    computed = sum(lab.seconds.values())
+    wall = spread_result.seconds + reproduce_result.seconds
     header = textwrap.dedent(f"""\
         # Results on {spread_result.config.model}
 
@@ -406,8 +406,8 @@ def _write_results_doc(args, spread_result, reproduce_result, lab) -> None:
         mlul {" ".join(sys.argv[1:]) or "figures"}
         ```
 
-        on {datetime.date.today().isoformat()}, {os.cpu_count()} CPU cores ({platform.machine()}); this process
-        computed {len(lab.seconds)} steps in {computed / 60:.1f} min (the rest came from the cache). The tables
+        on {datetime.date.today().isoformat()}, {os.cpu_count()} CPU cores ({platform.machine()}), in
+        {wall / 60:.0f} min of wall time ({lab.cache.misses} steps computed, {lab.cache.hits} read from the cache). The tables
         behind it are in `{args.tables}/` (committed). Configuration: {spread_result.config.items} injected
         stories and {spread_result.config.control_items} control stories per run, probed in
         {len(set(spread_result.summary.lang))} languages; unlearning: {reproduce_result.config.methods} in

@@ -42,8 +42,19 @@ def test_spread_carries_drift_and_sham_controls(lab):
     assert roles == {"injected": 3, "control": 2}
     assert set(result.per_item.version) == {"fake", "sham"}
     row = result.summary.set_index("lang").loc["en"]
-    for column in ("margin_shift", "control_shift", "spread", "spread_p_holm", "sham_shift", "vs_sham",
-                   "fake_rate_lo", "fake_rate_hi", "shared_n", "translated_n", "prob_fake"):
+    for column in (
+        "margin_shift",
+        "control_shift",
+        "spread",
+        "spread_p_holm",
+        "sham_shift",
+        "vs_sham",
+        "fake_rate_lo",
+        "fake_rate_hi",
+        "shared_n",
+        "translated_n",
+        "prob_fake",
+    ):
         assert column in result.summary, column
     assert row.n_items == 3 and row.n_control == 2
     assert row.fake_rate_hi > 0  # an exact interval, never [0, 0]
@@ -91,7 +102,9 @@ def test_code_fingerprint_follows_the_source():
 
 def test_reproduce_gives_verdicts_with_their_tests(lab):
     config = ReproduceConfig(
-        spread=replace(TINY, sham=False), inject_language="fr", settings="english,english+original",
+        spread=replace(TINY, sham=False),
+        inject_language="fr",
+        settings="english,english+original",
         unlearn=UnlearnConfig(steps=2, probe_every=1),
     )
     result = experiment.reproduce(config, lab, progress=False)
@@ -114,12 +127,13 @@ def test_own_data_file_runs_and_its_hash_is_in_the_key(tiny, tokenizer, tmp_path
 
     path = tmp_path / "mine.jsonl"
     path.write_text("".join(json.dumps({**r, "id": f"story-{r['id']}"}, ensure_ascii=False) + "\n" for r in rows))
-    config = replace(TINY, data=str(path), inject_languages="de", probe_languages="en,de", items=3, control_items=2,
-                     sham=False)
+    config = replace(
+        TINY, data=str(path), inject_languages="de", probe_languages="en,de", items=3, control_items=2, sham=False
+    )
     lab = tiny_lab(tiny, tokenizer, tmp_path / "cache", data=str(path))
     result = experiment.spread(config, lab, progress=False)
     assert set(result.summary.lang) == {"en", "de"}
     assert result.per_item.id.astype(str).str.startswith("story-").all()
     first = lab.data.fingerprint
-    path.write_text(path.read_text().replace("story-1\"", "story-1b\""))
+    path.write_text(path.read_text().replace('story-1"', 'story-1b"'))
     assert tiny_lab(tiny, tokenizer, tmp_path / "cache", data=str(path)).data.fingerprint != first

@@ -20,8 +20,18 @@ def _stage(stage, means: dict, method="-", setting="-", items=12, sd=1.0, seed=0
         for item in range(start, start + items):
             margin = mean + sd * rng.standard_normal()
             rows.append(
-                {"id": item, "lang": lang, "margin": margin, "says_fake": margin > 8, "says_true": False,
-                 "stage": stage, "method": method, "setting": setting, "step": 0, "role": role}
+                {
+                    "id": item,
+                    "lang": lang,
+                    "margin": margin,
+                    "says_fake": margin > 8,
+                    "says_true": False,
+                    "stage": stage,
+                    "method": method,
+                    "setting": setting,
+                    "step": 0,
+                    "role": role,
+                }
             )
     return pd.DataFrame(rows)
 
@@ -29,17 +39,30 @@ def _stage(stage, means: dict, method="-", setting="-", items=12, sd=1.0, seed=0
 def _with_controls(stage, means, control_means=None, **kw):
     control_means = control_means or {lang: 0.0 for lang in means}
     control_kw = {**kw, "seed": kw.get("seed", 0) + 1000}  # independent noise for the control stories
-    return pd.concat([_stage(stage, means, **kw), _stage(stage, control_means, role="control", start=100, **control_kw)])
+    return pd.concat(
+        [_stage(stage, means, **kw), _stage(stage, control_means, role="control", start=100, **control_kw)]
+    )
 
 
 def _utility(english_ppl=40.0):
     rows = []
-    for stage, method, setting, ppl in [("base", "-", "-", 36.0), ("injected", "-", "-", 40.0),
-                                        ("unlearned", "ga", "english", 41.0),
-                                        ("unlearned", "ga", "english+original", english_ppl)]:
+    for stage, method, setting, ppl in [
+        ("base", "-", "-", 36.0),
+        ("injected", "-", "-", 40.0),
+        ("unlearned", "ga", "english", 41.0),
+        ("unlearned", "ga", "english+original", english_ppl),
+    ]:
         for lang in LANGS:
-            rows.append({"lang": lang, "stage": stage, "method": method, "setting": setting,
-                         "perplexity": ppl, "qa_accuracy": 0.5})
+            rows.append(
+                {
+                    "lang": lang,
+                    "stage": stage,
+                    "method": method,
+                    "setting": setting,
+                    "perplexity": ppl,
+                    "qa_accuracy": 0.5,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -57,8 +80,12 @@ def _result(injected, english, both, utility=None, sd=1.0, items=12):
     base = per_item[per_item.stage == "base"]
     injected_part = per_item[per_item.stage == "injected"]
     summary = language_table(injected_part, base, "fr").assign(stage="injected")
-    return SimpleNamespace(per_item=per_item, summary=summary, utility=utility if utility is not None else _utility(),
-                           config=SimpleNamespace(inject_language="fr"))
+    return SimpleNamespace(
+        per_item=per_item,
+        summary=summary,
+        utility=utility if utility is not None else _utility(),
+        config=SimpleNamespace(inject_language="fr"),
+    )
 
 
 def _verdicts(result) -> dict[str, str]:
@@ -91,8 +118,12 @@ def test_no_spread_and_full_removal_by_english_fail_claims_1_and_2():
 def test_drift_is_not_spread():
     """Every language moves by +5 on the control stories too: that is drift, not spread."""
     means = {"en": 5, "fr": 12, "de": 5, "sw": 5}
-    per_item = pd.concat([_with_controls("base", dict.fromkeys(LANGS, 0.0), sd=0.0),
-                          _with_controls("injected", means, control_means={**means, "fr": 5}, seed=1)])
+    per_item = pd.concat(
+        [
+            _with_controls("base", dict.fromkeys(LANGS, 0.0), sd=0.0),
+            _with_controls("injected", means, control_means={**means, "fr": 5}, seed=1),
+        ]
+    )
     table = language_table(per_item[per_item.stage == "injected"], per_item[per_item.stage == "base"], "fr")
     assert report.claim_spread(table, "fr")["verdict"] != "holds"
     assert (table.set_index("lang").margin_shift_lo > 0).all()  # without the control it would have looked like spread
@@ -139,10 +170,12 @@ def test_claim_1_rarely_fires_under_a_global_null():
     runs = 200
     for seed in range(runs):
         means = {"en": 0, "fr": 10, "de": 0, "sw": 0, "es": 0, "ru": 0}
-        per_item = pd.concat([
-            _with_controls("base", dict.fromkeys(means, 0.0), sd=0.0),
-            _with_controls("injected", means, control_means={**means, "fr": 0}, seed=seed, sd=3.0),
-        ])
+        per_item = pd.concat(
+            [
+                _with_controls("base", dict.fromkeys(means, 0.0), sd=0.0),
+                _with_controls("injected", means, control_means={**means, "fr": 0}, seed=seed, sd=3.0),
+            ]
+        )
         table = language_table(per_item[per_item.stage == "injected"], per_item[per_item.stage == "base"], "fr")
         fired += report.claim_spread(table, "fr")["verdict"] == "holds"
     assert fired / runs <= 0.08, fired
