@@ -107,7 +107,7 @@ def language_table(
         if "per_token_shift" in treated:
             record["per_token_shift"] = float(treated.per_token_shift.mean())
         for column in ("specificity_shift", "specificity_true_shift"):
-            if column in treated and treated[column].notna().any():
+            if column in treated:  # NaN where no other story of the same type exists
                 record.update(_shift(treated[column].dropna(), column))
         if "says_fake" in treated and treated.says_fake.notna().any():
             record.update(_rate(treated.says_fake, "fake_rate"))
