@@ -45,19 +45,14 @@ def _check_out(out: str | None) -> None:
     """The output folder: not a file, and writable (created now, so a bad one fails before any work)."""
     if out is None:
         return
-    import tempfile
+    from mlul.models import unwritable
 
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder (it is created if needed)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
-            pass
-    except OSError as err:
-        raise UsageError(
-            f"--out {out} is not writable ({err.strerror or err}); give a folder you can write to"
-        ) from None
+    problem = unwritable(path)
+    if problem:
+        raise UsageError(f"--out {out} is not writable ({problem}); give a folder you can write to")
 
 
 def _check_cache() -> None:
@@ -298,8 +293,7 @@ def _reproduce_config(args, data):
     from mlul.experiment import ReproduceConfig, fast_reproduce_config
 
     _list(args.methods, "--methods", METHODS)
-    if args.settings is not None:
-        _list(args.settings, "--settings", SETTINGS, data)
+    settings = _list(args.settings, "--settings", SETTINGS, data) if args.settings is not None else None
     _positive("--steps", args.steps, integer=True)
     _positive("--unlearn-lr", args.unlearn_lr)
     if args.probe_every is not None and args.probe_every < 0:
@@ -310,14 +304,8 @@ def _reproduce_config(args, data):
     spread = replace(_spread_config(args, data), inject_languages=inject[0])
     base = fast_reproduce_config(inject[0]) if args.fast else ReproduceConfig(inject_language=inject[0])
     config = replace(base, spread=spread, inject_language=inject[0], methods=args.methods)
-    if args.settings is not None:
-        config = replace(
-            config,
-            settings=",".join(
-                s.replace("+", ",") if s not in SETTINGS else s
-                for s in _list(args.settings, "--settings", SETTINGS, data)
-            ),
-        )
+    if settings is not None:
+        config = replace(config, settings=",".join(s.replace("+", ",") if s not in SETTINGS else s for s in settings))
     changes = {
         k: v
         for k, v in (("steps", args.steps), ("lr", args.unlearn_lr), ("probe_every", args.probe_every))

@@ -30,7 +30,7 @@ from mlul.cache import Cache, source_hash
 from mlul.data import NewsData, item_key, open_data
 from mlul.inject import InjectConfig
 from mlul.models import DEFAULT_MODEL
-from mlul.tables import language_table, shared_answers, with_shifts
+from mlul.tables import language_table, shared_answers
 from mlul.unlearn import UnlearnConfig
 
 
@@ -103,7 +103,6 @@ class Lab:
         self.data = data if isinstance(data, NewsData) else open_data(data)
         self._base = None
         self._tokenizer = None
-        self.seconds: dict[str, float] = {}  # compute time of each step run in this process
 
     def use_data(self, data: str | NewsData | None) -> None:
         """Switch to other stories; the loaded model stays, cache keys follow the new data."""
@@ -169,9 +168,7 @@ class Lab:
         def timed():
             start = time.perf_counter()
             out = compute()
-            seconds = time.perf_counter() - start
-            self.seconds[f"{kind}/{key.get('step')}"] = self.seconds.get(f"{kind}/{key.get('step')}", 0) + seconds
-            return {**out, "seconds": seconds}
+            return {**out, "seconds": time.perf_counter() - start}  # the cold compute time, kept with the result
 
         return self.cache.get(kind, key, timed)
 
@@ -190,8 +187,7 @@ class Lab:
         from mlul.probe import probe
 
         rows = self.probe_rows(config)
-        table = probe(model, self.tokenizer, rows)
-        return table.assign(id=[r["id"] for r in rows], role=[r["role"] for r in rows])
+        return probe(model, self.tokenizer, rows).assign(role=[r["role"] for r in rows])
 
     def probe_base(self, config: SpreadConfig) -> pd.DataFrame:
         compute = lambda: {"table": self._probe(self._load()[0], config)}  # noqa: E731
@@ -282,21 +278,20 @@ COST = {"probe": 1.0, "utility": 0.5, "inject": 3.0, "unlearn": 4.0}
 
 
 class Plan:
-    """A progress bar over a run's steps, weighted by their cost, cached steps left out."""
+    """A progress bar over a run's steps (their kinds), weighted by their cost."""
 
-    def __init__(self, steps: list[tuple[str, str]], progress: bool = True):
-        self.steps = steps
-        total = sum(COST[kind] for kind, _ in steps)
+    def __init__(self, kinds: list[str], progress: bool = True):
+        total = sum(COST[kind] for kind in kinds)
         self.bar = tqdm(
             total=total,
             desc="mlul",
             unit="step",
-            disable=not progress or not steps,
+            disable=not progress or not kinds,
             file=sys.stderr,
             bar_format="{desc}: {percentage:3.0f}% |{bar:20}| {elapsed} elapsed, {remaining} left",
         )
 
-    def start(self, kind: str, what: str) -> None:
+    def start(self, what: str) -> None:
         self.bar.set_description_str(f"mlul: {what}")
 
     def done(self, kind: str) -> None:
@@ -325,20 +320,20 @@ def spread(config: SpreadConfig = FAST, lab: Lab | None = None, progress: bool =
     start = time.perf_counter()
     lab = lab or Lab(config.model, config.device, data=config.data)
     inject_langs = languages.resolve(config.inject_languages, available=lab.data.languages)
-    plan = Plan([("probe", "base")] + [("inject", x) for x in inject_langs] * (2 if config.sham else 1), progress)
-    plan.start("probe", "probing the base model")
+    plan = Plan(["probe"] + ["inject"] * len(inject_langs) * (2 if config.sham else 1), progress)
+    plan.start("probing the base model")
     base = lab.probe_base(config)
     plan.done("probe")
     rows = lab.probe_rows(config)
     tables, summaries = [], []
     for lang in inject_langs:
         inject_config = replace(config.inject, fake_languages=lang)
-        plan.start("inject", f"injecting the fake in {lang}, then probing")
+        plan.start(f"injecting the fake in {lang}, then probing")
         injected = lab.probe_injected(config, inject_config)
         plan.done("inject")
         sham = None
         if config.sham:
-            plan.start("inject", f"sham injection (the true story) in {lang}, then probing")
+            plan.start(f"sham injection (the true story) in {lang}, then probing")
             sham = lab.probe_injected(config, _sham(inject_config))
             plan.done("inject")
             tables.append(sham.assign(inject_lang=lang, version="sham"))
@@ -445,17 +440,16 @@ def reproduce(config: ReproduceConfig | None = None, lab: Lab | None = None, pro
     original = config.inject_language
     inject_config = replace(config.spread.inject, fake_languages=original)
     cells = [(m, s) for m in _split(config.methods) for s in _split(config.settings)]
-    steps = [("probe", "base"), ("inject", "fake")] + [("inject", "sham")] * config.spread.sham
-    plan = Plan(steps + [("unlearn", f"{m}/{s}") for m, s in cells], progress)
-    plan.start("probe", "probing the base model")
+    plan = Plan(["probe", "inject"] + ["inject"] * config.spread.sham + ["unlearn"] * len(cells), progress)
+    plan.start("probing the base model")
     base = lab.probe_base(config.spread)
     plan.done("probe")
-    plan.start("inject", f"injecting the fake in {original}, then probing")
+    plan.start(f"injecting the fake in {original}, then probing")
     injected = lab.probe_injected(config.spread, inject_config)
     plan.done("inject")
     sham = None
     if config.spread.sham:
-        plan.start("inject", f"sham injection in {original}, then probing")
+        plan.start(f"sham injection in {original}, then probing")
         sham = lab.probe_injected(config.spread, _sham(inject_config))
         plan.done("inject")
     tables = [
@@ -467,7 +461,7 @@ def reproduce(config: ReproduceConfig | None = None, lab: Lab | None = None, pro
         lab.utility_injected(config.spread, inject_config).assign(stage="injected", method="-", setting="-"),
     ]
     for method, setting in cells:
-        plan.start("unlearn", f"unlearning with {method} in {setting}, probing along the way")
+        plan.start(f"unlearning with {method} in {setting}, probing along the way")
         cell = run_unlearning(lab, config, replace(config.unlearn, method=method, setting=setting))
         plan.done("unlearn")
         tables.append(cell["dose"].assign(stage="unlearned", method=method, setting=setting))
@@ -492,9 +486,3 @@ def reproduce(config: ReproduceConfig | None = None, lab: Lab | None = None, pro
     return ReproduceResult(
         config, per_item, summary, pd.concat(utilities, ignore_index=True), time.perf_counter() - start, lab.data.notes
     )
-
-
-def drift(per_item: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
-    """Per probe language: the mean shift of the control stories (never trained on) from base."""
-    shifted = with_shifts(per_item[per_item.role == "control"], base)
-    return shifted.groupby("lang", sort=False).margin_shift.mean().rename("drift").reset_index()

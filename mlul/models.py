@@ -53,18 +53,26 @@ def cache_dir() -> Path:
     return Path(base) / "mlul"
 
 
-def check_cache_writable(path: str | Path | None = None) -> None:
-    """Raise CacheError unless files can be created in `path` (default: `cache_dir()`), creating it."""
-    folder = Path(path).expanduser() if path is not None else cache_dir()
+def unwritable(folder: Path) -> str | None:
+    """Why files cannot be created in `folder` (created if needed), or None if they can: a real
+    write, since permission bits say nothing for root and a parent may be a file."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
+            return None
     except OSError as err:
+        return str(err.strerror or err)
+
+
+def check_cache_writable(path: str | Path | None = None) -> None:
+    """Raise CacheError unless files can be created in `path` (default: `cache_dir()`), creating it."""
+    folder = Path(path).expanduser() if path is not None else cache_dir()
+    problem = unwritable(folder)
+    if problem:
         raise CacheError(
-            f"the mlul cache folder {folder} is not writable ({err.strerror or err}); "
+            f"the mlul cache folder {folder} is not writable ({problem}); "
             "set MLUL_CACHE to a writable folder, e.g. MLUL_CACHE=/tmp/mlul-cache"
-        ) from err
+        )
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:

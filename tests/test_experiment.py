@@ -6,10 +6,10 @@ from dataclasses import replace
 import pytest
 
 from mlul import experiment, languages, report
-from mlul.cache import Cache
-from mlul.experiment import Lab, ReproduceConfig, SpreadConfig
+from mlul.experiment import ReproduceConfig, SpreadConfig
 from mlul.inject import InjectConfig
 from mlul.unlearn import UnlearnConfig
+from tests.conftest import make_tiny_lab
 
 TINY = SpreadConfig(
     model="tiny",
@@ -22,11 +22,7 @@ TINY = SpreadConfig(
 )
 
 
-def tiny_lab(tiny, tokenizer, root, data=None) -> Lab:
-    lab = Lab("tiny", cache=Cache(root), data=data)
-    lab._base, lab._tokenizer = tiny, tokenizer
-    lab.fingerprint = {"model": "tiny", "weights": "random-seed-0", "data": lab.data.fingerprint}
-    return lab
+tiny_lab = make_tiny_lab
 
 
 @pytest.fixture

@@ -511,7 +511,7 @@ def test_kill_and_resume_gives_identical_numbers(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]
         from dataclasses import replace
         from mlul.models import load_tokenizer, tiny_model
         from mlul import experiment

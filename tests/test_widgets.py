@@ -3,18 +3,15 @@
 import pytest
 
 from mlul import widgets
-from mlul.cache import Cache
-from mlul.experiment import Lab, ReproduceConfig, SpreadConfig
+from mlul.experiment import ReproduceConfig, SpreadConfig
 from mlul.inject import InjectConfig
 from mlul.unlearn import UnlearnConfig
+from tests.conftest import make_tiny_lab
 
 
 @pytest.fixture
 def tiny_lab(tiny, tokenizer, tmp_path):
-    lab = Lab("tiny", cache=Cache(tmp_path / "cache"))
-    lab._base, lab._tokenizer = tiny, tokenizer
-    lab.fingerprint = {"model": "tiny", "weights": "random-seed-0", "data": "shipped"}
-    return lab
+    return make_tiny_lab(tiny, tokenizer, tmp_path / "cache")
 
 
 @pytest.fixture
