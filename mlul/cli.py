@@ -305,7 +305,7 @@ def _reproduce_config(args, data):
     base = fast_reproduce_config(inject[0]) if args.fast else ReproduceConfig(inject_language=inject[0])
     config = replace(base, spread=spread, inject_language=inject[0], methods=args.methods)
     if settings is not None:
-        config = replace(config, settings=",".join(s.replace("+", ",") if s not in SETTINGS else s for s in settings))
+        config = replace(config, settings=",".join(settings))  # a custom list stays joined with +
     changes = {
         k: v
         for k, v in (("steps", args.steps), ("lr", args.unlearn_lr), ("probe_every", args.probe_every))

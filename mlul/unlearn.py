@@ -80,7 +80,8 @@ def setting_languages(setting: str, original: str | list[str]) -> list[str]:
     if setting in named:
         return languages.resolve(named[setting])
     try:
-        return languages.resolve(setting)
+        # a custom list: "en,de", or "en+de" where settings themselves are comma-separated
+        return languages.resolve(setting.replace("+", ","))
     except ValueError as err:
         raise ValueError(f"{err}; or a setting: {', '.join(SETTINGS)}") from None
 

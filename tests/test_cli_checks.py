@@ -91,3 +91,13 @@ def test_help_and_validate_start_fast():
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "mlul.cli", "--help"], capture_output=True, check=True)
     assert time.perf_counter() - start < 3.0  # generous for a loaded CI machine; about 0.3 s here
+
+
+def test_a_custom_language_list_is_one_setting():
+    from mlul.data import open_data
+    from mlul.experiment import _split
+
+    args = cli.build_parser().parse_args(["reproduce", "--fast", "--settings", "english,en+de"])
+    config = cli._reproduce_config(args, open_data())
+    assert _split(config.settings) == ["english", "en+de"]
+    assert unlearn.setting_languages("en+de", "fr") == ["en", "de"]
