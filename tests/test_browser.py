@@ -65,6 +65,8 @@ def jupyterlab(tmp_path):
             f"--port={port}",
             f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={root}",
+            # window.jupyterapp: run cells through JupyterLab's own commands, not by clicking menus
+            "--LabApp.expose_app_in_browser=True",
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -96,16 +98,26 @@ def test_playground_runs_in_jupyterlab(jupyterlab, tmp_path):
         page.wait_for_selector(".jp-Notebook", timeout=120_000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
         run_button = page.locator(".jupyter-widgets button", has_text="Run")
-        for _ in range(5):  # "Run All Cells" is disabled until the kernel has connected: retry
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_text("Run All Cells", exact=True).click()
-            try:
-                run_button.wait_for(timeout=120_000)
-                break
-            except PlaywrightTimeout:
-                page.keyboard.press("Escape")
-        else:
-            pytest.fail("the playground's Run button never appeared after Run All Cells")
+        page.wait_for_function("window.jupyterapp?.shell.currentWidget?.sessionContext", timeout=120_000)
+        # Wait for the kernel, then "Run All Cells" as the menu does; a dialog (kernel chooser, a
+        # warning) would block the page, so fail with its text rather than time out behind it.
+        page.evaluate(
+            """async () => {
+                const notebook = window.jupyterapp.shell.currentWidget;
+                await notebook.sessionContext.ready;
+                await window.jupyterapp.commands.execute("notebook:run-all-cells");
+            }"""
+        )
+        try:
+            run_button.wait_for(timeout=300_000)
+        except PlaywrightTimeout:
+            page.screenshot(path=str(tmp_path / "no-run-button.png"))
+            pytest.fail(
+                "the playground's Run button never appeared after Run All Cells; "
+                f"dialogs: {page.locator('.jp-Dialog').all_inner_texts()}; "
+                f"outputs: {page.locator('.jp-OutputArea-output').all_inner_texts()}; "
+                f"screenshot: {tmp_path / 'no-run-button.png'}"
+            )
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=900_000)
         drawn = "[...document.querySelectorAll('img.widget-image')].filter(i => i.naturalWidth > 0).length"
         before = page.evaluate(drawn)
