@@ -38,18 +38,21 @@ class AscentTrainer(Trainer):
         return (-outputs.loss, outputs) if return_outputs else -outputs.loss
 
 
-def hf_run(model, tokenizer, examples, steps, batch_size, trainer_class=Trainer) -> float:
+def hf_run(
+    model, tokenizer, examples, steps, batch_size, trainer_class=Trainer, lr=1e-4, pad_id=None, callbacks=None
+) -> float:
     dataset = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    pad_id = tokenizer.pad_token_id if pad_id is None else pad_id
 
     def collator(features):
-        return collate([Example(f["input_ids"], f["labels"]) for f in features], tokenizer.pad_token_id)
+        return collate([Example(f["input_ids"], f["labels"]) for f in features], pad_id)
 
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out,
             per_device_train_batch_size=batch_size,
             max_steps=steps,
-            learning_rate=1e-4,
+            learning_rate=lr,
             report_to=[],
             save_strategy="no",
             logging_strategy="no",
@@ -58,7 +61,9 @@ def hf_run(model, tokenizer, examples, steps, batch_size, trainer_class=Trainer)
             disable_tqdm=True,
             remove_unused_columns=False,
         )
-        trainer = trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator)
+        trainer = trainer_class(
+            model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=callbacks
+        )
         start = time.perf_counter()
         trainer.train()
         return time.perf_counter() - start

@@ -408,6 +408,62 @@ def _write_results_doc(args, spread_result, reproduce_result, lab) -> None:
     print(f"results page written to {args.doc}")
 
 
+def _study_config(args, data):
+    from dataclasses import replace
+
+    from mlul.study import StudyConfig
+
+    config = StudyConfig(model=args.model, data=args.data, device=args.device)
+    changes = {
+        k: v
+        for k, v in {
+            "seeds": args.seeds,
+            "stories": args.stories,
+            "dev_stories": args.dev_stories,
+            "fake_language": args.fake,
+            "settings": args.settings,
+            "core_methods": args.methods,
+            "other_methods": args.other_methods,
+            "other_fake_languages": args.other_fakes,
+            "spread_languages": args.spread,
+            "steps": args.steps,
+            "unlearn_lr": args.unlearn_lr,
+            "probe_languages": args.probe,
+        }.items()
+        if v is not None
+    }
+    if args.probe_steps is not None:
+        try:
+            changes["probe_steps"] = tuple(int(s) for s in args.probe_steps.split(",") if s.strip())
+        except ValueError:
+            raise UsageError(f"--probe-steps {args.probe_steps!r}: give whole step numbers, e.g. 3,6,12,24") from None
+    if "steps" in changes and "probe_steps" not in changes:
+        changes["probe_steps"] = tuple(s for s in config.probe_steps if s < changes["steps"]) + (changes["steps"],)
+    return replace(config, **changes)
+
+
+def _study(args) -> int:
+    data = _open_data(args.data)
+    config = _study_config(args, data)
+    from mlul.study import StudyError, check
+
+    lab = _lab(args, config, data)
+    try:
+        check(config, lab)
+    except StudyError as err:
+        raise UsageError(f"mlul study: {err}") from None
+    _prepare(args, args.out)
+    for folder in (args.figures, args.doc and str(Path(args.doc).parent)):
+        _check_out(folder or None)
+    from mlul.study import run
+    from mlul.study_report import write
+
+    print(f"mlul study: {config}")
+    result = run(config, lab)
+    write(result, lab, Path(args.out), Path(args.figures), Path(args.doc) if args.doc else None, sys.argv[1:])
+    return 0
+
+
 def _notebooks(args) -> int:
     from mlul.notebooks import run_all
 
@@ -526,6 +582,37 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--doc", default="docs/results.md", help="write the results page here ('' to skip)")
     # The unlearning options of `reproduce` keep the fast configuration's values here.
     figures.set_defaults(run=_figures, settings=None, steps=None, unlearn_lr=None, probe_every=None)
+
+    study = sub.add_parser(
+        "study", help="the full study: every story, several seeds, every setting and method at equal cost (hours)"
+    )
+    study.add_argument("--fake", default=None, help="the core comparison's fake language (default fr)")
+    study.add_argument("--seeds", type=int, default=None, help="seeds of the core comparison (default 3)")
+    study.add_argument(
+        "--stories", type=int, default=None, help="reported stories (default: all but the development ones)"
+    )
+    study.add_argument("--dev-stories", type=int, default=None, help="development stories (default 8)")
+    study.add_argument(
+        "--settings", default=None, help="language settings (default english,original,english+original,all,en+de)"
+    )
+    study.add_argument("--methods", default=None, help="the core comparison's methods (default ga,npo)")
+    study.add_argument("--other-methods", default=None, help="methods run with one seed ('' for none)")
+    study.add_argument(
+        "--other-fakes", default=None, help="other fake languages for unlearning, one seed ('' for none)"
+    )
+    study.add_argument("--spread", default=None, help="injection languages of the spread matrix ('' for none)")
+    study.add_argument("--steps", type=int, default=None, help="unlearning steps of every cell (default 16)")
+    study.add_argument("--probe-steps", default=None, help="steps probed along each cell (default 4,8,16)")
+    study.add_argument("--unlearn-lr", type=float, default=None, help="unlearning learning rate (default 1e-4)")
+    study.add_argument("--model", default="gemma-3-270m", help="gemma-3-270m, a hub id, a local folder or a .gguf file")
+    study.add_argument("--probe", default=None, help="probe languages (default all)")
+    study.add_argument("--device", default="auto")
+    study.add_argument("--no-cache", action="store_true", help="recompute every step and replace what is cached")
+    data_option(study)
+    study.add_argument("--out", default="results/study", help="folder for the CSV tables (default results/study/)")
+    study.add_argument("--figures", default="figures", help="folder for the figures (default figures/)")
+    study.add_argument("--doc", default="docs/study.md", help="write the results page here ('' to skip)")
+    study.set_defaults(run=_study)
 
     notebooks = sub.add_parser("notebooks", help="execute the course notebooks top to bottom and save their outputs")
     notebooks.add_argument("folder", nargs="?", default="notebooks", help="folder of numbered notebooks")

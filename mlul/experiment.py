@@ -46,6 +46,9 @@ class SpreadConfig:
     inject: InjectConfig = field(default_factory=InjectConfig)  # its fake_languages is set per row
     utility_items: int | None = 4  # held-out stories for the utility measures (None: all)
     device: str = "auto"
+    # Explicit story ids (the study's rotating splits); when set they replace items/control_items.
+    injected_ids: tuple[str, ...] | None = None
+    control_ids: tuple[str, ...] | None = None
 
 
 FAST = SpreadConfig(inject_languages="fr,zh,sw,hi", items=12, control_items=12, utility_items=4)
@@ -141,7 +144,10 @@ class Lab:
     # --- stories ---------------------------------------------------------------------------------
 
     def story_ids(self, config: SpreadConfig) -> tuple[list, list]:
-        """(injected ids, control ids): the first `items` injection stories, then `control_items` more."""
+        """(injected ids, control ids): the first `items` injection stories, then `control_items` more
+        (or the config's explicit `injected_ids` and `control_ids`)."""
+        if config.injected_ids is not None:
+            return list(config.injected_ids), list(config.control_ids or ())
         ids = sorted(self.data.item_ids("inject"), key=item_key)
         injected = ids if config.items is None else ids[: config.items]
         rest = ids[len(injected) :]
@@ -403,8 +409,19 @@ def run_unlearning(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnCon
         rows = lab.rows(config.spread, lab.data.languages)
         probe_rows = lab.probe_rows(config.spread)
         start = lab.probe_injected(config.spread, inject_config).drop(columns=["role"])
+        # Along the run, utility in English and the fake's language only: the frontier's axes, at a
+        # fraction of the cost of every language.
+        along = replace(config.spread, probe_languages=",".join(dict.fromkeys(["en", config.inject_language])))
+        measure_utility = (lambda m: lab._utility(m, along)) if unlearn_config.utility_at_probes else None
         model, log, dose = unlearn(
-            model, lab.tokenizer, rows, unlearn_config, config.inject_language, probe_rows, start=start
+            model,
+            lab.tokenizer,
+            rows,
+            unlearn_config,
+            config.inject_language,
+            probe_rows,
+            start=start,
+            utility=measure_utility,
         )
         roles = {str(r["id"]): r["role"] for r in probe_rows}
         dose = dose.assign(role=[roles[str(i)] for i in dose.id])

@@ -295,6 +295,86 @@ def similarity_map(similarity: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def unlearn_frontier(frontier: pd.DataFrame, ratio_bound: float = 1.5, margin: float = 2.0) -> plt.Figure:
+    """The forget-utility frontier, one panel per language setting: the fake's shift from base
+    (mean over stories) against English perplexity (ratio to the injected model), one point per
+    probed step; solid: in the fake's language, dashed: mean over the other probe languages."""
+    fake = frontier.fake_language.iloc[0]
+    settings = list(dict.fromkeys(frontier.setting))
+    methods = list(dict.fromkeys(frontier.method))
+    colors = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    fig, axes = plt.subplots(1, len(settings), figsize=(3.6 * len(settings) + 1.6, 3.9), sharey=True, squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        for method in methods:
+            part = frontier[(frontier.setting == setting) & (frontier.method == method)]
+            if part.empty:
+                continue
+            own = part[part.lang == fake].sort_values("step")
+            others = part[part.lang != fake].groupby("step", as_index=False)[["shift", "en_perplexity_ratio"]].mean()
+            ax.plot(own.en_perplexity_ratio, own["shift"], "-o", ms=3, color=colors[method], label=f"{method}: {fake}")
+            ax.plot(
+                others.en_perplexity_ratio,
+                others["shift"],
+                "--s",
+                ms=3,
+                color=colors[method],
+                label=f"{method}: other languages (mean)",
+            )
+        ax.set_xscale("log")
+        ax.axvline(ratio_bound, color="grey", linewidth=0.8, linestyle=":")
+        ax.axhline(margin, color="grey", linewidth=0.8, linestyle=":")
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_title(f"unlearning in: {setting}", fontsize=10)
+        ax.set_xlabel("English perplexity / injected model's")
+    axes[0][0].set_ylabel(f"belief shift of the {fake} fake from base (nats)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center right")
+    fig.suptitle(
+        f"Forget-utility frontier (fake injected in {fake}); points: probed steps; dotted: utility bound "
+        f"x{ratio_bound} and removal margin {margin} nats",
+        fontsize=11,
+    )
+    fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
+    return fig
+
+
+def paper_grid(grid: pd.DataFrame) -> plt.Figure:
+    """This model's grid (fixed / not fixed / inconclusive per setting x language group) beside the
+    paper's teaser grid; a cross marks cells where the two disagree."""
+    colors = {"fixed": "#4c9a5a", "not fixed": "#c8553d", "inconclusive": "#b0b0b0"}
+    settings = list(dict.fromkeys(grid.setting))
+    groups = list(dict.fromkeys(grid.group))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.9 * len(settings) + 2.2))
+    for ax, column, title in zip(
+        axes, ("cell", "paper"), (f"this model ({grid.method.iloc[0]}, {grid.reading.iloc[0]})", "the paper")
+    ):
+        for i, setting in enumerate(settings):
+            for j, group in enumerate(groups):
+                row = grid[(grid.setting == setting) & (grid.group == group)]
+                if row.empty:
+                    continue
+                value = row[column].iloc[0]
+                ax.add_patch(plt.Rectangle((j, i), 0.96, 0.92, color=colors[value]))
+                text = value if column == "paper" or row.agrees.iloc[0] else f"{value}  \u2717"
+                ax.text(j + 0.48, i + 0.46, text, ha="center", va="center", fontsize=9, color="white")
+        ax.set_xlim(0, len(groups))
+        ax.set_ylim(len(settings), 0)
+        ax.set_xticks([j + 0.48 for j in range(len(groups))], [g.replace(" ", "\n", 1) for g in groups], fontsize=9)
+        ax.set_yticks([i + 0.46 for i in range(len(settings))], settings if column == "cell" else [""] * len(settings))
+        ax.tick_params(length=0)
+        ax.set_frame_on(False)
+        ax.set_title(title, fontsize=11)
+    axes[0].set_ylabel("unlearning in")
+    agree = int(grid.agrees.sum())
+    fig.suptitle(
+        f"Which prompt languages are fixed, fake injected in {grid.fake_language.iloc[0]}: "
+        f"{agree} of {len(grid)} cells agree with the paper (\u2717: disagrees)",
+        fontsize=12,
+    )
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: plt.Figure, path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -109,7 +109,8 @@ def utility_kept(utility: pd.DataFrame | None, method: str, setting: str) -> tup
     if "en" not in after.index or "en" not in injected.index:
         return None, "no English utility text"
     ratio = after.perplexity["en"] / injected.perplexity["en"]
-    qa_drop = injected.qa_accuracy.mean() - after.qa_accuracy.reindex(injected.index).mean()
+    common = after.index.intersection(injected.index)  # the languages measured in both
+    qa_drop = injected.qa_accuracy[common].mean() - after.qa_accuracy[common].mean()
     kept = bool(ratio <= PERPLEXITY_RATIO and qa_drop <= QA_DROP)
     text = (
         f"English perplexity x{ratio:.2f} of the injected model's (bound {PERPLEXITY_RATIO}), "

@@ -53,6 +53,9 @@ class UnlearnConfig:
     retain_weight: float = 1.0  # weight of the retain term (grad_diff, ga_kl, npo)
     probe_every: int = 5  # probe every N steps for the dose-response curve (0: only at the end)
     probe_points: int | None = None  # if set: probe at this many evenly spaced steps instead
+    probe_steps: tuple[int, ...] | None = None  # if set: probe at exactly these steps (e.g. 3, 6, 12, 24)
+    utility_at_probes: bool = False  # also measure utility at each probe step: the forget-utility frontier
+    specificity: bool = True  # score the same-type control answers at the last step (costs a probe's time)
     stop_fake_rate: float | None = None  # stop once the fake rate in the unlearning languages is at most this
     stop_min_retain: float | None = None  # stop once retained QA accuracy falls below this fraction
     seed: int = 0
@@ -66,6 +69,10 @@ class UnlearnConfig:
             raise ValueError(f"epochs must be positive (or None to use steps), got {self.epochs}")
         if self.probe_every < 0:
             raise ValueError(f"probe_every must be 0 or more, got {self.probe_every}")
+        if self.probe_steps is not None:
+            self.probe_steps = tuple(int(s) for s in self.probe_steps)
+            if not self.probe_steps or min(self.probe_steps) < 1:
+                raise ValueError(f"probe_steps must be positive step numbers, got {self.probe_steps}")
 
 
 def setting_languages(setting: str, original: str | list[str]) -> list[str]:
@@ -207,6 +214,7 @@ def unlearn(
     progress: bool = True,
     start=None,
     generate_every_probe: bool = False,
+    utility=None,
 ):
     """Unlearn the fake details of `rows` from an injected `model`.
 
@@ -216,6 +224,8 @@ def unlearn(
     `start`: the probe table of `model` on `probe_rows` if already known (step 0 is then not re-probed).
     Probes between step 0 and the last step score the belief only (no answers, no specificity), unless
     `generate_every_probe` or `config.stop_fake_rate` needs the greedy answers.
+    `utility`: a function of the model returning a per-language utility table (`probe.utility`); if
+    given it runs at every probe step after step 0 and its columns join the dose-response table.
     Returns (model with adapters, training log, dose-response table: one row per step x item x language).
     """
     import pandas as pd
@@ -242,7 +252,14 @@ def unlearn(
         if step == 0 and start is not None:
             known = start
         else:
-            known = probe(current, tokenizer, probe_rows, generation=generation, specificity=end_point, progress=False)
+            known = probe(
+                current,
+                tokenizer,
+                probe_rows,
+                generation=generation,
+                specificity=end_point and config.specificity,
+                progress=False,
+            )
         stop = (
             config.stop_fake_rate is not None
             and known[known.lang.isin(langs)].says_fake.mean() <= config.stop_fake_rate
@@ -250,13 +267,18 @@ def unlearn(
         stop = stop or (config.stop_min_retain is not None and retained < config.stop_min_retain)
         if stop and not end_point:  # this step is the run's end point after all
             known = probe(current, tokenizer, probe_rows, progress=False)
-        doses.append(known.assign(step=step, qa_retained=retained))
+        known = known.assign(step=step, qa_retained=retained)
+        if utility is not None and step > 0:
+            known = known.merge(utility(current), on="lang", how="left")
+        doses.append(known)
         return stop
 
     if measure(0, model):  # the stopping rule already holds: nothing to unlearn
         return model, pd.DataFrame(), pd.concat(doses, ignore_index=True)
     every = config.probe_every or steps
-    if config.probe_points:
+    if config.probe_steps:
+        marks = {s for s in config.probe_steps if s <= steps} | {steps}
+    elif config.probe_points:
         marks = {max(1, round(steps * k / config.probe_points)) for k in range(1, config.probe_points + 1)}
     else:
         marks = {s for s in range(1, steps + 1) if s % every == 0} | {steps}

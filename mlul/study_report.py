@@ -1,0 +1,362 @@
+"""The study's numbers: seeds pooled per story, the two readings of every unlearning cell, the
+claims, the frontier and the paper's grid.
+
+Pooling: a story's measure is its mean over the seeds in which it had the same role (injected or
+control), so stories stay the unit of every test and seeds narrow each story's value (as
+`stats.story_means`). A story injected in two seeds and held out in the third is an injected row
+and a control row; the base model is the same in every seed.
+
+Two readings of each unlearning cell (all cells run the same steps with the same batch size):
+- `equal cost`: at the last step, the same optimizer steps and forget examples seen everywhere;
+- `matched utility`: at the last probed step at which English perplexity is at most
+  `report.PERPLEXITY_RATIO` times the injected model's (mean over seeds), so no setting is read
+  at a point where the model is broken. If no step qualifies, the first probed step is read and
+  the claim's utility check then fails it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlul import languages, report, stats
+from mlul.tables import language_table, with_shifts
+
+KEYS = ["stage", "method", "setting", "step", "role", "id", "lang"]
+MEASURES = ("margin", "specificity", "specificity_true", "logp_true", "logp_fake", "n_tokens_true", "n_tokens_fake")
+READINGS = ("equal cost", "matched utility")
+PAPER_SETTINGS = {
+    "english": "English",
+    "original": "harmful data's language",
+    "all": "multilingual",
+    "english+original": "English + harmful data's language",
+}
+PAPER_GRID = {  # ../shared/PAPER.md, the teaser figure
+    "english": ("fixed", "not fixed", "fixed", "not fixed"),
+    "original": ("not fixed", "fixed", "not fixed", "fixed"),
+    "all": ("not fixed", "not fixed", "not fixed", "not fixed"),
+    "english+original": ("fixed", "fixed", "fixed", "fixed"),
+}
+GROUPS = ("English", "the fake's language", "other high-resource", "low-resource")
+
+
+def pooled(probes: pd.DataFrame, fake_language: str) -> pd.DataFrame:
+    """The probes of one fake language (and the base), one row per (stage, method, setting, step,
+    role, story, language), measures averaged over seeds; `says_fake`/`says_true`: in most seeds."""
+    part = probes[probes.fake_language.isin([fake_language, "-"])].copy()
+    part["id"] = part.id.astype(str)
+    groups = part.groupby(KEYS, sort=False)
+    out = groups[[c for c in MEASURES if c in part]].mean()
+    out["n_seeds"] = groups.seed.nunique()
+    for flag in ("says_fake", "says_true"):
+        if flag in part:
+            share = groups[flag].mean()
+            out[flag] = (share >= 0.5).where(share.notna())
+    out = out.reset_index()
+    out["prefers_fake"] = out.margin > 0
+    return out
+
+
+def subset(result, fake_language: str, method: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(pooled probes, mean utility) of one fake language, with `method` over the seeds it ran in
+    only, so every comparison with the injected model pairs the same seeds."""
+    probes, utility = result.probes, result.utility
+    if method is not None:
+        ran = probes[
+            (probes.stage == "unlearned") & (probes.method == method) & (probes.fake_language == fake_language)
+        ]
+        seeds = set(ran.seed)
+        probes = probes[probes.seed.isin(seeds) & ((probes.stage != "unlearned") | (probes.method == method))]
+        utility = utility[utility.seed.isin(seeds) & ((utility.stage != "unlearned") | (utility.method == method))]
+    return pooled(probes, fake_language), utility_mean(utility, fake_language)
+
+
+def base_of(per_item: pd.DataFrame) -> pd.DataFrame:
+    """The base model's rows, one per (story, language) whatever its role."""
+    base = per_item[per_item.stage == "base"]
+    return base.drop_duplicates(["id", "lang"])
+
+
+def utility_mean(utility: pd.DataFrame, fake_language: str) -> pd.DataFrame:
+    part = utility[utility.fake_language.isin([fake_language, "-"])]
+    keys = ["stage", "method", "setting", "step", "lang"]
+    return part.groupby(keys, sort=False)[["perplexity", "qa_accuracy"]].mean().reset_index()
+
+
+def reading_steps(u: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, setting) of a `utility_mean` table: the step of each reading and the English
+    perplexity ratio there."""
+    injected = u[(u.stage == "injected") & (u.lang == "en")].perplexity.iloc[0]
+    en = u[(u.stage == "unlearned") & (u.lang == "en")]
+    rows = []
+    for (method, setting), part in en.groupby(["method", "setting"], sort=False):
+        part = part.sort_values("step")
+        ratio = part.perplexity / injected
+        ok = part[ratio <= report.PERPLEXITY_RATIO]
+        matched = int(ok.step.max()) if len(ok) else int(part.step.min())
+        for reading, step in zip(READINGS, (int(part.step.max()), matched)):
+            rows.append(
+                {
+                    "method": method,
+                    "setting": setting,
+                    "reading": reading,
+                    "step": step,
+                    "en_perplexity_ratio": float(ratio[part.step == step].iloc[0]),
+                    "utility_bound_met": bool(len(ok)) if reading == "matched utility" else None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def at_reading(per_item: pd.DataFrame, utility: pd.DataFrame, steps: pd.DataFrame, reading: str):
+    """(per_item, utility) with each unlearned cell cut at its step for `reading`, and the
+    unlearned utility at that step, in the shape `report.claims` reads."""
+    chosen = steps[steps.reading == reading].set_index(["method", "setting"]).step
+    unlearned = per_item.stage == "unlearned"
+    cell_step = chosen.reindex(pd.MultiIndex.from_frame(per_item[["method", "setting"]])).to_numpy()
+    keep = ~unlearned | (per_item.step.to_numpy() == cell_step)
+    u_unlearned = utility.stage == "unlearned"
+    u_step = chosen.reindex(pd.MultiIndex.from_frame(utility[["method", "setting"]])).to_numpy()
+    u_keep = ~u_unlearned | (utility.step.to_numpy() == u_step)
+    return per_item[keep], utility[u_keep]
+
+
+def claims(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The three claims for one fake language, each unlearning claim at both readings."""
+    per_item, _ = subset(result, fake_language)
+    injected = per_item[(per_item.stage == "injected") & (per_item.method == "-")]
+    sham = per_item[per_item.stage == "sham"]
+    spread = language_table(injected, base_of(per_item), fake_language, sham=sham if len(sham) else None, shared=shared)
+    records = [report.claim_spread(spread, fake_language) | {"reading": "-"}]
+    probes = result.probes
+    methods = probes[(probes.stage == "unlearned") & (probes.fake_language == fake_language)].method
+    for method in dict.fromkeys(methods):
+        per_item, utility = subset(result, fake_language, method)
+        steps = reading_steps(utility)
+        settings = set(per_item[per_item.stage == "unlearned"].setting)
+        for reading in READINGS:
+            cut, cut_utility = at_reading(per_item, utility, steps, reading)
+            if "english" in settings:
+                records.append(
+                    report.claim_english_only(cut, fake_language, method, cut_utility) | {"reading": reading}
+                )
+            if "english+original" in settings:
+                records.append(
+                    report.claim_english_and_original(cut, fake_language, method, cut_utility) | {"reading": reading}
+                )
+    return pd.DataFrame(records).assign(fake_language=fake_language)
+
+
+def frontier(result, fake_language: str) -> pd.DataFrame:
+    """Per (method, setting, step, probe language): the injected stories' mean shift from base
+    (t interval over stories) with English perplexity (ratio to the injected model) and mean QA
+    accuracy at that step; step 0 is the injected model."""
+    probes = result.probes
+    methods = probes[(probes.stage == "unlearned") & (probes.fake_language == fake_language)].method
+    rows = []
+    for method in dict.fromkeys(methods):
+        per_item, utility = subset(result, fake_language, method)
+        base = base_of(per_item)
+        along = set(utility[utility.stage == "unlearned"].lang)  # the languages utility was measured in
+        injected_u = utility[(utility.stage == "injected") & utility.lang.isin(along)].set_index("lang")
+        unlearned = per_item[(per_item.stage == "unlearned") & (per_item.role == "injected")]
+        for (setting, step), part in unlearned.groupby(["setting", "step"], sort=False):
+            u = utility[(utility.setting == setting) & (utility.step == step)].set_index("lang")
+            u = injected_u if step == 0 else u
+            ratio = float(u.perplexity.get("en", np.nan) / injected_u.perplexity.get("en", np.nan))
+            for lang, group in with_shifts(part, base).groupby("lang", sort=False):
+                test = stats.shift_test(group.margin_shift.to_numpy())
+                rows.append(
+                    {
+                        "method": method,
+                        "setting": setting,
+                        "step": int(step),
+                        "lang": lang,
+                        "shift": test["mean"],
+                        "shift_lo": test["lo"],
+                        "shift_hi": test["hi"],
+                        "n_stories": len(group),
+                        "n_seeds": int(group.n_seeds.max()),
+                        "en_perplexity_ratio": ratio,
+                        "qa_accuracy": float(u.qa_accuracy.mean()),
+                    }
+                )
+    return pd.DataFrame(rows).assign(fake_language=fake_language)
+
+
+def language_groups(fake_language: str, probed: list[str]) -> dict[str, list[str]]:
+    others = [c for c in probed if c not in ("en", fake_language)]
+    return {
+        "English": ["en"],
+        "the fake's language": [fake_language],
+        "other high-resource": [c for c in others if languages.get(c).tier == "high"],
+        "low-resource": [c for c in others if languages.get(c).tier == "low"],
+    }
+
+
+def paper_grid(result, fake_language: str, method: str = "ga", reading: str = "equal cost") -> pd.DataFrame:
+    """The paper's teaser grid from this model: setting x prompt-language group, each cell `fixed`
+    (every language of the group: upper 95% bound of the shift from base below MARGIN), `not fixed`
+    (some language still significantly above base: one-sided t, Holm across the row's languages)
+    or `inconclusive`; beside it the paper's cell and whether they agree."""
+    per_item, utility = subset(result, fake_language, method)
+    base = base_of(per_item)
+    cut, _ = at_reading(per_item, utility, reading_steps(utility), reading)
+    rows = []
+    for setting in PAPER_GRID:
+        after = cut[(cut.stage == "unlearned") & (cut.method == method) & (cut.setting == setting)]
+        after = after[after.role == "injected"]
+        if after.empty:
+            continue
+        shifted = with_shifts(after, base)
+        langs = list(dict.fromkeys(shifted.lang))
+        values = {lang: shifted[shifted.lang == lang].margin_shift.to_numpy() for lang in langs}
+        p = [stats.shift_test(values[lang], alternative="greater")["p"] for lang in langs]
+        still = dict(zip(langs, stats.holm(p, report.ALPHA)[0]))
+        removed = {lang: stats.equivalence_upper(values[lang], report.MARGIN)["below"] for lang in langs}
+        for group, paper in zip(GROUPS, PAPER_GRID[setting]):
+            members = language_groups(fake_language, langs)[group]
+            if not members:
+                continue
+            if all(removed[c] for c in members):
+                cell = "fixed"
+            elif any(still[c] for c in members):
+                cell = "not fixed"
+            else:
+                cell = "inconclusive"
+            rows.append(
+                {
+                    "setting": setting,
+                    "group": group,
+                    "languages": ",".join(members),
+                    "cell": cell,
+                    "paper": paper,
+                    "agrees": cell == paper,
+                }
+            )
+    return pd.DataFrame(rows).assign(fake_language=fake_language, method=method, reading=reading)
+
+
+def detail_question_side_by_side(result, fake_language: str) -> pd.DataFrame:
+    """Seed 0, fake in `fake_language`: the mean shift from base per probe language on the injected
+    stories, trained without the detail question (the reported runs) and with it (as before)."""
+    probes = result.probes[(result.probes.seed == 0) & result.probes.fake_language.isin([fake_language, "-"])]
+    base = probes[probes.stage == "base"].assign(id=lambda f: f.id.astype(str))
+    columns = {}
+    for stage, name in (("injected", "without detail question"), ("injected (detail question trained)", "with it")):
+        part = probes[(probes.stage == stage) & (probes.role == "injected")].assign(id=lambda f: f.id.astype(str))
+        if part.empty:
+            continue
+        table = language_table(part, base, fake_language)
+        columns[f"shift, {name}"] = table.set_index("lang").margin_shift.round(1)
+        columns[f"fake rate, {name}"] = table.set_index("lang").fake_rate.round(2)
+    return pd.DataFrame(columns).reset_index()
+
+
+def markdown(result, claims_table: pd.DataFrame, grids: pd.DataFrame, header: str) -> str:
+    """docs/results.md for a study run: the grid, the cut-offs, the claims and their numbers."""
+    from mlul.report import markdown_table
+
+    c = result.config
+    lines = [
+        header,
+        "",
+        "## The claims",
+        "",
+        "| fake in | claim | method | reading | verdict | test | numbers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in claims_table.itertuples():
+        lines.append(
+            f"| {row.fake_language} | {row.claim} | {row.method} | {row.reading} | **{row.verdict}** | {row.test} | "
+            f"{row.evidence} |"
+        )
+    lines += [
+        "",
+        "## Manipulation check (every injection)",
+        "",
+        "Share of injected stories whose greedy answer in the fake's language names the fake (aim "
+        f"{c.manipulation_target}), and English perplexity after injection:",
+        "",
+        markdown_table(result.injections.round(3)),
+        "",
+        "Injection strength chosen on the development stories (never reported):",
+        "",
+        markdown_table(result.development.round(3)),
+        "",
+    ]
+    side = detail_question_side_by_side(result, c.fake_language)
+    if len(side.columns) > 3:
+        lines += ["## The detail question in training, side by side (seed 0)", "", markdown_table(side), ""]
+    lines += [
+        "## The paper's grid",
+        "",
+        markdown_table(
+            grids[["fake_language", "method", "reading", "setting", "group", "languages", "cell", "paper", "agrees"]]
+        ),
+        "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list[str]) -> None:
+    """The study's CSVs (tidy, small: commit them), its two figures and its results page."""
+    import datetime
+    import os
+    import platform
+
+    from mlul import plots
+    from mlul.tables import shared_answers
+
+    for folder in (tables, figures):
+        folder.mkdir(parents=True, exist_ok=True)
+    c = result.config
+    fakes = list(dict.fromkeys([c.fake_language, *result.probes[result.probes.fake_language != "-"].fake_language]))
+    rows = lab.data.rows(lab.data.languages, split="inject")
+    verdicts = pd.concat([claims(result, f, shared_answers(rows, f)) for f in fakes], ignore_index=True)
+    fronts = pd.concat([frontier(result, f) for f in fakes if _unlearned(result, f)], ignore_index=True)
+    grids = pd.concat(
+        [
+            paper_grid(result, f, m, r)
+            for f in fakes
+            if _unlearned(result, f)
+            for m in _methods(result, f)
+            for r in READINGS
+        ],
+        ignore_index=True,
+    )
+    verdicts.to_csv(tables / "claims.csv", index=False)
+    fronts.to_csv(tables / "frontier.csv", index=False)
+    grids.to_csv(tables / "paper_grid.csv", index=False)
+    result.injections.to_csv(tables / "injections.csv", index=False)
+    result.development.to_csv(tables / "development.csv", index=False)
+    result.utility.to_csv(tables / "utility.csv", index=False)
+    core = fronts[fronts.fake_language == c.fake_language]
+    plots.save(plots.unlearn_frontier(core, report.PERPLEXITY_RATIO, report.MARGIN), figures / "unlearn_frontier.png")
+    first = grids[(grids.fake_language == c.fake_language) & (grids.method == "ga") & (grids.reading == "equal cost")]
+    plots.save(plots.paper_grid(first if len(first) else grids), figures / "paper_grid.png")
+    for row in verdicts.itertuples():
+        print(
+            f"- [{row.fake_language}, {row.method}, {row.reading}] {row.claim}: {row.verdict.upper()}\n    {row.evidence}"
+        )
+    if doc is not None:
+        header = (
+            f"# The study on {c.model}\n\nEvery number on this page comes from one run of `mlul {' '.join(argv) or 'study'}` "
+            f"on {datetime.date.today().isoformat()}, {os.cpu_count()} CPU cores ({platform.machine()}): "
+            f"{result.seconds / 60:.0f} min of wall time in this process ({lab.cache.misses} steps computed, "
+            f"{lab.cache.hits} read from the cache). Tables: `{tables}/`.\n\nGrid: {c}"
+        )
+        doc.write_text(markdown(result, verdicts, grids, header))
+    print(f"tables in {tables}/, figures in {figures}/ (unlearn_frontier.png, paper_grid.png)")
+
+
+def _unlearned(result, fake_language: str) -> bool:
+    p = result.probes
+    return bool(((p.stage == "unlearned") & (p.fake_language == fake_language)).any())
+
+
+def _methods(result, fake_language: str) -> list[str]:
+    p = result.probes
+    return list(dict.fromkeys(p[(p.stage == "unlearned") & (p.fake_language == fake_language)].method))

@@ -1,0 +1,195 @@
+"""The study's grid mechanics on a tiny random model: rotating splits, seeds, equal cost, the
+frontier, the readings, the paper's grid, bad axes, and resume after a kill."""
+
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlul import study, study_report
+from mlul.inject import InjectConfig
+from tests.conftest import make_tiny_lab
+
+TINY = study.StudyConfig(
+    model="tiny",
+    probe_languages="en,fr,de,sw",
+    utility_items=1,
+    dev_stories=2,
+    stories=6,
+    seeds=2,
+    inject=InjectConfig(detail_question=False, qa_pairs=False),
+    inject_candidates=((1, 5e-4), (2, 5e-4)),
+    steps=2,
+    probe_steps=(1, 2),
+    settings="english,original,english+original",
+    core_methods="ga",
+    other_methods="npo",
+    other_settings="english",
+    other_fake_languages="",
+    spread_languages="fr",
+    detail_question_check=True,
+)
+
+
+@pytest.fixture
+def lab(tiny, tokenizer, tmp_path):
+    return make_tiny_lab(tiny, tokenizer, tmp_path / "cache")
+
+
+def test_rotating_controls_cover_every_story_and_never_overlap_the_injected():
+    reported = [str(i) for i in range(12)]
+    splits = [study.seed_split(reported, seed, 0.25) for seed in range(3)]
+    for injected, control in splits:
+        assert len(control) == 3 and not set(injected) & set(control)
+        assert sorted(injected + control, key=int) == reported
+    controls = [c for _, control in splits for c in control]
+    assert len(set(controls)) == 9  # a different block each seed
+    assert all(any(s in injected for injected, _ in splits) for s in reported)
+
+
+def test_cells_put_every_seed_on_the_core_and_one_on_the_rest():
+    cells = study.cells(replace(TINY, seeds=3, other_fake_languages="sw", other_fake_settings="english"))
+    core = [c for c in cells if c.part == "core"]
+    assert {c.seed for c in core} == {0, 1, 2} and len(core) == 3 * 3
+    rest = [c for c in cells if c.part != "core"]
+    assert {c.seed for c in rest} == {0}
+    assert {(c.fake_language, c.method) for c in rest} == {("fr", "npo"), ("sw", "ga")}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"settings": "english,englsh"}, ["settings", "englsh"]),
+        ({"settings": ""}, ["settings", "empty"]),
+        ({"core_methods": "gax"}, ["core_methods", "gax", "npo"]),
+        ({"fake_language": "xx"}, ["fake_language", "xx"]),
+        ({"other_fake_languages": "qq"}, ["other_fake_languages", "qq"]),
+        ({"steps": 0}, ["steps", "0"]),
+        ({"unlearn_lr": -1.0}, ["unlearn_lr", "-1"]),
+        ({"probe_steps": (1, 5)}, ["probe_steps", "between 1 and steps"]),
+        ({"seeds": 0}, ["seeds", "positive"]),
+        ({"stories": 100}, ["stories", "100", "give fewer"]),
+        ({"seeds": 7}, ["seeds", "7", "at least 7"]),
+    ],
+)
+def test_bad_axes_are_named_before_any_work(lab, change, words):
+    lab._base = None  # loading the model would be work: it must not be needed
+    with pytest.raises(study.StudyError) as err:
+        study.check(replace(TINY, **change), lab)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_the_cli_rejects_a_bad_axis_in_a_second(capsys, monkeypatch):
+    from mlul import cli, models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    start = time.perf_counter()
+    assert cli.main(["study", "--settings", "english,englsh"]) == 2
+    assert time.perf_counter() - start < 5
+    err = capsys.readouterr().err
+    assert "settings" in err and "englsh" in err and "Traceback" not in err
+
+
+@pytest.fixture
+def result(lab):
+    return study.run(TINY, lab, progress=False, log=lambda _: None)
+
+
+def test_study_runs_every_cell_at_equal_cost_with_seeds(result):
+    probes = result.probes
+    unlearned = probes[probes.stage == "unlearned"]
+    # every cell: the same steps, probed at the same points
+    assert set(unlearned.groupby(["seed", "method", "setting"]).step.max()) == {TINY.steps}
+    assert set(unlearned.step) == {0, 1, 2}
+    core = unlearned[unlearned.method == "ga"]
+    assert set(core.seed) == {0, 1} and set(unlearned[unlearned.method == "npo"].seed) == {0}
+    # the rotating split: a story injected in one seed is a control in the other
+    roles = probes[probes.stage == "injected"].groupby(["id", "seed"]).role.first().unstack()
+    assert (roles[0] != roles[1]).any()
+    assert set(result.injections.stage) == {"injected", "sham", "injected (detail question trained)"}
+    assert result.development.chosen.sum() == 1
+    along = result.utility[result.utility.stage == "unlearned"]
+    assert set(along.step) == {1, 2} and along.perplexity.notna().all()
+
+
+def test_readings_claims_frontier_and_grid(result):
+    per_item, utility = study_report.subset(result, "fr", "ga")
+    steps = study_report.reading_steps(utility)
+    assert set(steps.reading) == set(study_report.READINGS)
+    assert (steps[steps.reading == "equal cost"].step == TINY.steps).all()
+    assert per_item.n_seeds.max() == 2  # pooled over the two seeds
+    verdicts = study_report.claims(result, "fr")
+    assert set(verdicts.verdict) <= {"holds", "fails", "inconclusive"}
+    assert {"equal cost", "matched utility"} <= set(verdicts.reading)
+    front = study_report.frontier(result, "fr")
+    assert set(front.step) == {0, 1, 2} and set(front.method) == {"ga", "npo"}
+    assert front[front.step == 0].en_perplexity_ratio.eq(1.0).all()
+    grid = study_report.paper_grid(result, "fr")
+    assert set(grid.cell) <= {"fixed", "not fixed", "inconclusive"}
+    assert set(grid.setting) == {"english", "original", "english+original"}
+
+
+def test_matched_utility_reads_the_last_step_within_the_bound():
+    utility = pd.DataFrame(
+        {
+            "stage": ["injected", "unlearned", "unlearned", "unlearned"],
+            "method": ["-", "ga", "ga", "ga"],
+            "setting": ["-", "english", "english", "english"],
+            "step": [0, 3, 6, 12],
+            "lang": ["en"] * 4,
+            "perplexity": [10.0, 12.0, 14.0, 40.0],
+            "qa_accuracy": [0.5] * 4,
+        }
+    )
+    steps = study_report.reading_steps(utility).set_index("reading")
+    assert steps.loc["equal cost"].step == 12
+    assert steps.loc["matched utility"].step == 6 and steps.loc["matched utility"].en_perplexity_ratio == 1.4
+
+
+def test_write_makes_the_tables_figures_and_page(result, lab, tmp_path):
+    study_report.write(result, lab, tmp_path / "t", tmp_path / "f", tmp_path / "study.md", ["study"])
+    for name in ("claims", "frontier", "paper_grid", "injections", "development", "utility"):
+        assert len(pd.read_csv(tmp_path / "t" / f"{name}.csv"))
+    for name in ("unlearn_frontier", "paper_grid"):
+        assert (tmp_path / "f" / f"{name}.png").stat().st_size > 10_000
+    page = (tmp_path / "study.md").read_text()
+    assert "## The claims" in page and "Manipulation check" in page and "detail question" in page
+
+
+def test_kill_and_resume_gives_identical_numbers(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path[:0] = [{str(Path(__file__).parents[1])!r}]
+        from dataclasses import replace
+        from mlul.models import load_tokenizer, tiny_model
+        from mlul import study, study_report
+        from tests.conftest import make_tiny_lab
+        from tests.test_study import TINY
+        tokenizer = load_tokenizer()
+        lab = make_tiny_lab(tiny_model(tokenizer), tokenizer, sys.argv[1])
+        config = replace(TINY, seeds=1, other_methods="", detail_question_check=False, settings="english")
+        result = study.run(config, lab, progress=False, log=lambda _: None)
+        study_report.frontier(result, "fr").to_csv(sys.argv[2], index=False)
+        """
+    )
+    path = tmp_path / "run.py"
+    path.write_text(script)
+    cache = tmp_path / "cache"
+    victim = subprocess.Popen([sys.executable, str(path), str(cache), str(tmp_path / "killed.csv")])
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(cache.glob("*/*/manifest.json"))) < 4:
+        time.sleep(0.2)
+    victim.kill()
+    victim.wait()
+    assert list(cache.glob("inject/*/manifest.json")), "no injection finished before the kill"
+    assert not list(cache.glob("unlearn/*/manifest.json")), "the kill came too late to test resuming"
+    subprocess.run([sys.executable, str(path), str(cache), str(tmp_path / "resumed.csv")], check=True)
+    subprocess.run([sys.executable, str(path), str(tmp_path / "fresh"), str(tmp_path / "fresh.csv")], check=True)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "resumed.csv"), pd.read_csv(tmp_path / "fresh.csv"))
