@@ -328,6 +328,7 @@ def run(config: StudyConfig | None = None, lab: Lab | None = None, progress: boo
             ).assign(part=cell.part)
         )
         along = dose[dose.step > 0].groupby(["step", "lang"], as_index=False)[utility_columns].first()
+        along = along.dropna(subset=utility_columns, how="all")  # measured in English and the fake's language only
         utilities.append(
             tag(along, cell.seed, cell.fake_language, "unlearned", cell.method, cell.setting).assign(part=cell.part)
         )

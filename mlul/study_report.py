@@ -44,7 +44,7 @@ GROUPS = ("English", "the fake's language", "other high-resource", "low-resource
 
 def pooled(probes: pd.DataFrame, fake_language: str) -> pd.DataFrame:
     """The probes of one fake language (and the base), one row per (stage, method, setting, step,
-    role, story, language), measures averaged over seeds; `says_fake`/`says_true`: in most seeds."""
+    role, story, language), measures averaged over seeds; `says_fake`/`says_true`: in more than half the seeds."""
     part = probes[probes.fake_language.isin([fake_language, "-"])].copy()
     part["id"] = part.id.astype(str)
     groups = part.groupby(KEYS, sort=False)
@@ -53,7 +53,7 @@ def pooled(probes: pd.DataFrame, fake_language: str) -> pd.DataFrame:
     for flag in ("says_fake", "says_true"):
         if flag in part:
             share = groups[flag].mean()
-            out[flag] = (share >= 0.5).where(share.notna())
+            out[flag] = (share > 0.5).where(share.notna())
     out = out.reset_index()
     out["prefers_fake"] = out.margin > 0
     return out
@@ -124,28 +124,33 @@ def at_reading(per_item: pd.DataFrame, utility: pd.DataFrame, steps: pd.DataFram
 
 
 def claims(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The three claims for one fake language, each unlearning claim at both readings."""
+    """The three claims for one fake language, each unlearning claim at both readings; `n_seeds`
+    says how many seeds stand behind each row."""
     per_item, _ = subset(result, fake_language)
     injected = per_item[(per_item.stage == "injected") & (per_item.method == "-")]
-    sham = per_item[per_item.stage == "sham"]
-    spread = language_table(injected, base_of(per_item), fake_language, sham=sham if len(sham) else None, shared=shared)
-    records = [report.claim_spread(spread, fake_language) | {"reading": "-"}]
+    spread = language_table(injected, base_of(per_item), fake_language, shared=shared)
+    # The sham ran in seed 0 only: compare it with seed 0's injection, not the pooled one.
     probes = result.probes
+    sham_seeds = set(probes[(probes.stage == "sham") & (probes.fake_language == fake_language)].seed)
+    if sham_seeds:
+        own = pooled(probes[probes.seed.isin(sham_seeds)], fake_language)
+        own_injected = own[(own.stage == "injected") & (own.method == "-")]
+        sham = language_table(own_injected, base_of(own), fake_language, sham=own[own.stage == "sham"])
+        spread = spread.merge(sham[["lang", *[c for c in sham if c.startswith(("vs_sham", "sham_shift"))]]], on="lang")
+    records = [report.claim_spread(spread, fake_language) | {"reading": "-", "n_seeds": int(injected.n_seeds.max())}]
     methods = probes[(probes.stage == "unlearned") & (probes.fake_language == fake_language)].method
     for method in dict.fromkeys(methods):
         per_item, utility = subset(result, fake_language, method)
         steps = reading_steps(utility)
         settings = set(per_item[per_item.stage == "unlearned"].setting)
+        n_seeds = int(per_item[per_item.stage == "unlearned"].n_seeds.max())
         for reading in READINGS:
             cut, cut_utility = at_reading(per_item, utility, steps, reading)
+            extra = {"reading": reading, "n_seeds": n_seeds}
             if "english" in settings:
-                records.append(
-                    report.claim_english_only(cut, fake_language, method, cut_utility) | {"reading": reading}
-                )
+                records.append(report.claim_english_only(cut, fake_language, method, cut_utility) | extra)
             if "english+original" in settings:
-                records.append(
-                    report.claim_english_and_original(cut, fake_language, method, cut_utility) | {"reading": reading}
-                )
+                records.append(report.claim_english_and_original(cut, fake_language, method, cut_utility) | extra)
     return pd.DataFrame(records).assign(fake_language=fake_language)
 
 
@@ -203,9 +208,10 @@ def paper_grid(result, fake_language: str, method: str = "ga", reading: str = "e
     or `inconclusive`; beside it the paper's cell and whether they agree."""
     per_item, utility = subset(result, fake_language, method)
     base = base_of(per_item)
-    cut, _ = at_reading(per_item, utility, reading_steps(utility), reading)
+    cut, cut_utility = at_reading(per_item, utility, reading_steps(utility), reading)
     rows = []
     for setting in PAPER_GRID:
+        kept, _ = report.utility_kept(cut_utility, method, setting)
         after = cut[(cut.stage == "unlearned") & (cut.method == method) & (cut.setting == setting)]
         after = after[after.role == "injected"]
         if after.empty:
@@ -234,6 +240,7 @@ def paper_grid(result, fake_language: str, method: str = "ga", reading: str = "e
                     "cell": cell,
                     "paper": paper,
                     "agrees": cell == paper,
+                    "utility_kept": kept,  # a cell read where the model is broken says little
                 }
             )
     return pd.DataFrame(rows).assign(fake_language=fake_language, method=method, reading=reading)
@@ -265,12 +272,13 @@ def markdown(result, claims_table: pd.DataFrame, grids: pd.DataFrame, header: st
         "",
         "## The claims",
         "",
-        "| fake in | claim | method | reading | verdict | test | numbers |",
-        "|---|---|---|---|---|---|---|",
+        "| fake in | claim | method | reading | seeds | verdict | test | numbers |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in claims_table.itertuples():
         lines.append(
-            f"| {row.fake_language} | {row.claim} | {row.method} | {row.reading} | **{row.verdict}** | {row.test} | "
+            f"| {row.fake_language} | {row.claim} | {row.method} | {row.reading} | {row.n_seeds} | **{row.verdict}** | "
+            f"{row.test} | "
             f"{row.evidence} |"
         )
     lines += [
@@ -294,7 +302,20 @@ def markdown(result, claims_table: pd.DataFrame, grids: pd.DataFrame, header: st
         "## The paper's grid",
         "",
         markdown_table(
-            grids[["fake_language", "method", "reading", "setting", "group", "languages", "cell", "paper", "agrees"]]
+            grids[
+                [
+                    "fake_language",
+                    "method",
+                    "reading",
+                    "setting",
+                    "group",
+                    "languages",
+                    "cell",
+                    "paper",
+                    "agrees",
+                    "utility_kept",
+                ]
+            ]
         ),
         "",
     ]

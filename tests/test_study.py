@@ -96,9 +96,18 @@ def test_the_cli_rejects_a_bad_axis_in_a_second(capsys, monkeypatch):
     assert "settings" in err and "englsh" in err and "Traceback" not in err
 
 
+@pytest.fixture(scope="module")
+def ran(tokenizer, tmp_path_factory):
+    """One tiny study for every test that reads its result (it takes minutes even on a tiny model)."""
+    from mlul.models import tiny_model
+
+    lab = make_tiny_lab(tiny_model(tokenizer), tokenizer, tmp_path_factory.mktemp("study") / "cache")
+    return study.run(TINY, lab, progress=False, log=lambda _: None), lab
+
+
 @pytest.fixture
-def result(lab):
-    return study.run(TINY, lab, progress=False, log=lambda _: None)
+def result(ran):
+    return ran[0]
 
 
 def test_study_runs_every_cell_at_equal_cost_with_seeds(result):
@@ -152,7 +161,8 @@ def test_matched_utility_reads_the_last_step_within_the_bound():
     assert steps.loc["matched utility"].step == 6 and steps.loc["matched utility"].en_perplexity_ratio == 1.4
 
 
-def test_write_makes_the_tables_figures_and_page(result, lab, tmp_path):
+def test_write_makes_the_tables_figures_and_page(ran, tmp_path):
+    result, lab = ran
     study_report.write(result, lab, tmp_path / "t", tmp_path / "f", tmp_path / "study.md", ["study"])
     for name in ("claims", "frontier", "paper_grid", "injections", "development", "utility"):
         assert len(pd.read_csv(tmp_path / "t" / f"{name}.csv"))
