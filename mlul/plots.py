@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -321,6 +322,8 @@ def unlearn_frontier(frontier: pd.DataFrame, ratio_bound: float = 1.5, margin: f
                 label=f"{method}: other languages (mean)",
             )
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())
         ax.axvline(ratio_bound, color="grey", linewidth=0.8, linestyle=":")
         ax.axhline(margin, color="grey", linewidth=0.8, linestyle=":")
         ax.axhline(0, color="black", linewidth=0.6)
@@ -341,7 +344,7 @@ def unlearn_frontier(frontier: pd.DataFrame, ratio_bound: float = 1.5, margin: f
 def paper_grid(grid: pd.DataFrame) -> plt.Figure:
     """This model's grid (fixed / not fixed / inconclusive per setting x language group) beside the
     paper's teaser grid; a cross marks cells where the two disagree."""
-    colors = {"fixed": "#4c9a5a", "not fixed": "#c8553d", "inconclusive": "#b0b0b0"}
+    colors = {"fixed": "#4c9a5a", "not fixed": "#c8553d", "inconclusive": "#b0b0b0", "nothing to fix": "#7a8fb0"}
     settings = list(dict.fromkeys(grid.setting))
     groups = list(dict.fromkeys(grid.group))
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.9 * len(settings) + 2.2))

@@ -205,10 +205,17 @@ def paper_grid(result, fake_language: str, method: str = "ga", reading: str = "e
     """The paper's teaser grid from this model: setting x prompt-language group, each cell `fixed`
     (every language of the group: upper 95% bound of the shift from base below MARGIN), `not fixed`
     (some language still significantly above base: one-sided t, Holm across the row's languages)
-    or `inconclusive`; beside it the paper's cell and whether they agree."""
+    or `inconclusive`; `nothing to fix` where the injection never moved the group (upper bound of
+    the injected model's shift already below MARGIN in every language of it). Beside it the
+    paper's cell and whether they agree."""
     per_item, utility = subset(result, fake_language, method)
     base = base_of(per_item)
     cut, cut_utility = at_reading(per_item, utility, reading_steps(utility), reading)
+    injected = with_shifts(per_item[(per_item.stage == "injected") & (per_item.role == "injected")], base)
+    untouched = {
+        lang: stats.equivalence_upper(part.margin_shift.to_numpy(), report.MARGIN)["below"]
+        for lang, part in injected.groupby("lang", sort=False)
+    }
     rows = []
     for setting in PAPER_GRID:
         kept, _ = report.utility_kept(cut_utility, method, setting)
@@ -226,7 +233,9 @@ def paper_grid(result, fake_language: str, method: str = "ga", reading: str = "e
             members = language_groups(fake_language, langs)[group]
             if not members:
                 continue
-            if all(removed[c] for c in members):
+            if all(untouched.get(c, False) for c in members):
+                cell = "nothing to fix"
+            elif all(removed[c] for c in members):
                 cell = "fixed"
             elif any(still[c] for c in members):
                 cell = "not fixed"

@@ -140,7 +140,9 @@ def test_readings_claims_frontier_and_grid(result):
     assert set(front.step) == {0, 1, 2} and set(front.method) == {"ga", "npo"}
     assert front[front.step == 0].en_perplexity_ratio.eq(1.0).all()
     grid = study_report.paper_grid(result, "fr")
-    assert set(grid.cell) <= {"fixed", "not fixed", "inconclusive"}
+    assert set(grid.cell) <= {"fixed", "not fixed", "inconclusive", "nothing to fix"}
+    # the tiny model never learns the fake: nothing to fix anywhere, not "fixed"
+    assert set(grid.cell) == {"nothing to fix"}
     assert set(grid.setting) == {"english", "original", "english+original"}
 
 
