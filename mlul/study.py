@@ -20,14 +20,15 @@ import pandas as pd
 
 from mlul import languages
 from mlul.data import item_key
-from mlul.experiment import FAST, Lab, ReproduceConfig, SpreadConfig, _sham, run_unlearning
+from mlul.experiment import FAST, Lab, ReproduceConfig, SpreadConfig, _sham, _split, run_unlearning
 from mlul.inject import InjectConfig
 from mlul.models import DEFAULT_MODEL
 from mlul.unlearn import METHODS, SETTINGS, UnlearnConfig, setting_languages
 
 
-def _split(spec: str) -> list[str]:
-    return [s.strip() for s in spec.split(",") if s.strip()]
+def _languages(spec: str) -> list[str]:
+    """An axis of languages; an empty one ("") switches that part of the study off."""
+    return languages.resolve(spec) if _split(spec) else []
 
 
 @dataclass
@@ -99,8 +100,9 @@ def check(config: StudyConfig, lab: Lab) -> None:
             raise StudyError(f"settings: {v!r}: {err}") from None
 
     langs("fake_language", config.fake_language)
-    langs("other_fake_languages", config.other_fake_languages) if _split(config.other_fake_languages) else None
-    langs("spread_languages", config.spread_languages) if _split(config.spread_languages) else None
+    for axis in ("other_fake_languages", "spread_languages"):  # may be empty: that part is skipped
+        if _split(getattr(config, axis)):
+            langs(axis, getattr(config, axis))
     langs("probe_languages", config.probe_languages)
     for axis in ("settings", "other_settings", "other_fake_settings"):
         if axis == "settings" or _split(getattr(config, axis)):
@@ -224,7 +226,7 @@ def cells(config: StudyConfig) -> list[Cell]:
         for m in _split(config.other_methods)
         for s in _split(config.other_settings)
     ]
-    other_fakes = languages.resolve(config.other_fake_languages) if _split(config.other_fake_languages) else []
+    other_fakes = _languages(config.other_fake_languages)
     out += [
         Cell(seed, lang, "ga", s, "languages")
         for seed in rest
@@ -256,7 +258,7 @@ def run(config: StudyConfig | None = None, lab: Lab | None = None, progress: boo
     inject, development = choose_injection(config, lab, log)
     _, reported = story_split(config, lab)
     grid = cells(config)
-    spread_langs = languages.resolve(config.spread_languages) if _split(config.spread_languages) else []
+    spread_langs = _languages(config.spread_languages)
     probes, utilities, checks = [], [], []
     done: set = set()
 

@@ -138,8 +138,7 @@ def claims(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd
         sham = language_table(own_injected, base_of(own), fake_language, sham=own[own.stage == "sham"])
         spread = spread.merge(sham[["lang", *[c for c in sham if c.startswith(("vs_sham", "sham_shift"))]]], on="lang")
     records = [report.claim_spread(spread, fake_language) | {"reading": "-", "n_seeds": int(injected.n_seeds.max())}]
-    methods = probes[(probes.stage == "unlearned") & (probes.fake_language == fake_language)].method
-    for method in dict.fromkeys(methods):
+    for method in _methods(result, fake_language):
         per_item, utility = subset(result, fake_language, method)
         steps = reading_steps(utility)
         settings = set(per_item[per_item.stage == "unlearned"].setting)
@@ -158,10 +157,8 @@ def frontier(result, fake_language: str) -> pd.DataFrame:
     """Per (method, setting, step, probe language): the injected stories' mean shift from base
     (t interval over stories) with English perplexity (ratio to the injected model) and mean QA
     accuracy at that step; step 0 is the injected model."""
-    probes = result.probes
-    methods = probes[(probes.stage == "unlearned") & (probes.fake_language == fake_language)].method
     rows = []
-    for method in dict.fromkeys(methods):
+    for method in _methods(result, fake_language):
         per_item, utility = subset(result, fake_language, method)
         base = base_of(per_item)
         along = set(utility[utility.stage == "unlearned"].lang)  # the languages utility was measured in
