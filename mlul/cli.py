@@ -386,7 +386,7 @@ def _write_results_doc(args, spread_result, reproduce_result, lab) -> None:
 
     wall = spread_result.seconds + reproduce_result.seconds
     header = textwrap.dedent(f"""\
-        # Results on {spread_result.config.model}
+        # Preview: the fast configuration on {spread_result.config.model}
 
         Every number on this page comes from one run of
 
@@ -465,8 +465,12 @@ def _study(args) -> int:
 
 
 def _notebooks(args) -> int:
-    from mlul.notebooks import run_all
+    from mlul.notebooks import run_all, stale
 
+    if args.check:
+        old = stale(args.folder)
+        print("stale (re-run `mlul notebooks`): " + ", ".join(old) if old else "every notebook is up to date")
+        return 1 if old else 0
     run_all(args.folder, smoke=args.smoke, save=not args.smoke)
     return 0
 
@@ -579,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_options(figures, fast_default=True)
     figures.add_argument("--out", default="figures", help="folder for the PNG figures (default figures/)")
     figures.add_argument("--tables", default="results/fast", help="folder for the CSV tables (default results/fast/)")
-    figures.add_argument("--doc", default="docs/results.md", help="write the results page here ('' to skip)")
+    figures.add_argument("--doc", default="docs/preview.md", help="write the preview page here ('' to skip)")
     # The unlearning options of `reproduce` keep the fast configuration's values here.
     figures.set_defaults(run=_figures, settings=None, steps=None, unlearn_lr=None, probe_every=None)
 
@@ -611,12 +615,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_option(study)
     study.add_argument("--out", default="results/study", help="folder for the CSV tables (default results/study/)")
     study.add_argument("--figures", default="figures", help="folder for the figures (default figures/)")
-    study.add_argument("--doc", default="docs/study.md", help="write the results page here ('' to skip)")
+    study.add_argument("--doc", default="docs/results.md", help="write the results page here ('' to skip)")
     study.set_defaults(run=_study)
 
     notebooks = sub.add_parser("notebooks", help="execute the course notebooks top to bottom and save their outputs")
     notebooks.add_argument("folder", nargs="?", default="notebooks", help="folder of numbered notebooks")
     notebooks.add_argument("--smoke", action="store_true", help="the tiny CI configuration; outputs are not saved")
+    notebooks.add_argument("--check", action="store_true", help="list notebooks whose outputs are older than the code")
     notebooks.set_defaults(run=_notebooks)
     return parser
 

@@ -95,3 +95,50 @@ def check_setting_languages(student: Callable[[str, str], list[str]]) -> None:
     """Exercise: `setting_languages(setting, original)`: the languages an unlearning setting speaks."""
     cases = [("english", "fr"), ("original", "sw"), ("english+original", "zh"), ("all", "hi")]
     _report("setting_languages", cases, student, setting_languages, lambda a, b: sorted(a) == sorted(b))
+
+
+def _shared_reference(rows: list[dict], original: str) -> dict[str, float]:
+    from mlul.tables import shared_answers
+
+    shared = shared_answers(rows, original)
+    return shared[shared.lang != original].groupby("lang").shared.mean().to_dict()
+
+
+def check_shared_answers(student: Callable[[list[dict], str], dict[str, float]]) -> None:
+    """Exercise (a confound): `shared_share(rows, original)`: per language other than `original`,
+    the share of stories whose fake answer is the same string as in `original` once both are
+    normalized with `mlul.data.normalize`. A model can copy such a string without any cross-lingual belief."""
+    rows = [
+        {"id": 1, "lang": "fr", "fake_answer": "Edda Marrow"},
+        {"id": 1, "lang": "de", "fake_answer": "Edda Marrow"},
+        {"id": 1, "lang": "ru", "fake_answer": "Эдда Марроу"},
+        {"id": 2, "lang": "fr", "fake_answer": "1 870"},
+        {"id": 2, "lang": "de", "fake_answer": "1.870"},
+        {"id": 2, "lang": "ru", "fake_answer": "1 870"},
+        {"id": 3, "lang": "fr", "fake_answer": "Émile"},
+        {"id": 3, "lang": "de", "fake_answer": "emile"},
+        {"id": 3, "lang": "ru", "fake_answer": "Эмиль"},
+    ]
+
+    def same(got, want):
+        return set(got) == set(want) and all(math.isclose(got[k], want[k]) for k in want)
+
+    _report("shared_share", [(rows, "fr")], student, _shared_reference, same)
+
+
+def _matched_reference(steps: list[int], perplexity: list[float], injected: float, bound: float) -> int:
+    ok = [s for s, p in zip(steps, perplexity) if p / injected <= bound]
+    return max(ok) if ok else min(steps)
+
+
+def check_matched_step(student: Callable[[list[int], list[float], float, float], int]) -> None:
+    """Exercise: `matched_step(steps, perplexity, injected, bound)`: the study's matched-utility
+    reading: the last probed step whose English perplexity is at most `bound` times the injected
+    model's; if none is, the first step (the reading then says the bound was not met)."""
+    cases = [
+        ([4, 8, 16], [10.0, 12.0, 40.0], 10.0, 1.5),
+        ([4, 8, 16], [10.0, 14.0, 15.0], 10.0, 1.5),
+        ([4, 8, 16], [20.0, 30.0, 40.0], 10.0, 1.5),
+        ([16, 4, 8], [40.0, 10.0, 12.0], 10.0, 1.5),  # steps need not come sorted
+    ]
+    _report("matched_step", cases, student, _matched_reference)

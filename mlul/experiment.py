@@ -17,6 +17,7 @@ step is recomputed instead of read.
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -103,6 +104,8 @@ class Lab:
         self.model_name = model
         self.device = device
         self.cache = cache or Cache()
+        self._cold: dict[str, float] = {}  # per step used at the top level: its cold compute time
+        self._depth = 0
         self.data = data if isinstance(data, NewsData) else open_data(data)
         self._base = None
         self._tokenizer = None
@@ -176,7 +179,20 @@ class Lab:
             out = compute()
             return {**out, "seconds": time.perf_counter() - start}  # the cold compute time, kept with the result
 
-        return self.cache.get(kind, key, timed)
+        self._depth += 1
+        try:
+            out = self.cache.get(kind, key, timed)
+        finally:
+            self._depth -= 1
+        if self._depth == 0:  # a nested step's time is inside its caller's
+            self._cold[kind + json.dumps(key, sort_keys=True, default=str)] = float(out.get("seconds", 0.0))
+        return out
+
+    @property
+    def cold_seconds(self) -> float:
+        """The cold compute time of the steps this Lab used, each counted once, whether it was
+        computed now or read from the cache."""
+        return sum(self._cold.values())
 
     def _probe_key(self, config: SpreadConfig, step: str) -> dict:
         injected, control = self.story_ids(config)

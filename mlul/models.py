@@ -96,8 +96,12 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
         return getattr(torch, dtype)
-    # bf16 on CPU is slower than fp32 on most laptops; GPUs want half precision.
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    # bf16 on CPU is slower than fp32 on most laptops. On a GPU, bf16 only where the hardware has it
+    # (Ampere and later); an older GPU such as Colab's T4 gets float32, since float16 training of a
+    # model trained in bf16 overflows.
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    return torch.float32
 
 
 # --- hashing -------------------------------------------------------------------------------------

@@ -2,13 +2,23 @@
 
 mlul notebooks                 # execute every notebook in notebooks/ and save its outputs
 mlul notebooks --smoke         # the small configuration CI uses (MLUL_SMOKE=1); outputs not saved
+
+A saved notebook records in its metadata (`mlul.fingerprint`) the hash of the code and data that
+produced its outputs; `stale()` lists the notebooks whose outputs are older than the code.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
+import re
 import time
 from pathlib import Path
+
+import mlul
+
+PACKAGE = Path(mlul.__file__).parent
 
 
 def notebook_paths(folder: str | Path = "notebooks") -> list[Path]:
@@ -18,27 +28,109 @@ def notebook_paths(folder: str | Path = "notebooks") -> list[Path]:
     return paths
 
 
+def fingerprint(notebook) -> str:
+    """The hash of what a notebook's outputs depend on: the package's code and data files, and the
+    notebook's own cell sources (not its outputs)."""
+    digest = hashlib.sha256()
+    for file in sorted(PACKAGE.rglob("*")):
+        if file.is_file() and file.suffix in (".py", ".jsonl", ".json") and "__pycache__" not in file.parts:
+            digest.update(file.relative_to(PACKAGE).as_posix().encode() + b"\0" + file.read_bytes())
+    for cell in notebook.cells:
+        digest.update(cell.cell_type.encode() + b"\0" + cell.source.encode())
+    return digest.hexdigest()[:16]
+
+
+def stale(folder: str | Path = "notebooks") -> list[str]:
+    """The notebooks whose recorded fingerprint differs from the current code, data and cells."""
+    import nbformat
+
+    out = []
+    for path in notebook_paths(folder):
+        notebook = nbformat.read(path, as_version=4)
+        if notebook.metadata.get("mlul", {}).get("fingerprint") != fingerprint(notebook):
+            out.append(path.name)
+    return out
+
+
+_LOCAL_PATH = re.compile(r"(/(?:root|home|Users|tmp|work|private|var)/[^\s'\"]*)")
+
+
+def clean(notebook) -> None:
+    """Drop what must not be committed: stderr streams (progress bars, warnings), progress-bar
+    widgets, and local file paths in text outputs (shown as their last part)."""
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                continue
+            data = output.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data and "%|" in data.get("text/plain", ""):
+                continue  # a tqdm bar
+            if output.get("output_type") == "stream":
+                output["text"] = _LOCAL_PATH.sub(lambda m: Path(m.group(1)).name, output["text"])
+            if "text/plain" in data:
+                data["text/plain"] = _LOCAL_PATH.sub(lambda m: Path(m.group(1)).name, data["text/plain"])
+            kept.append(output)
+        cell["outputs"] = kept
+
+
+def head_commit(folder: str | Path) -> str | None:
+    """The git commit checked out at `folder`, if it is in a clone."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def pin(notebook, commit: str) -> None:
+    """Point the set-up cell's Colab install at `commit`."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and cell.source.startswith("# Set-up."):
+            cell.source = re.sub(r'^COMMIT = "[^"]*"', f'COMMIT = "{commit}"', cell.source, flags=re.M)
+
+
 def execute(path: str | Path, smoke: bool = False, save: bool = True, timeout: int = 3600):
     """Execute one notebook in its own folder; a cell that raises raises here (CellExecutionError).
 
-    `smoke` sets MLUL_SMOKE=1 for the kernel: the notebooks read it and choose a tiny configuration."""
+    `smoke` sets MLUL_SMOKE=1 for the kernel: the notebooks read it and choose a tiny configuration.
+    A saved notebook is cleaned (`clean`) and stamped with its `fingerprint`."""
     import nbformat
     from nbclient import NotebookClient
 
     path = Path(path)
     notebook = nbformat.read(path, as_version=4)
-    previous = os.environ.get("MLUL_SMOKE")
-    os.environ["MLUL_SMOKE"] = "1" if smoke else "0"
+    commit = head_commit(path.parent) if save else None
+    if commit:
+        pin(notebook, commit)
+    env = {"MLUL_SMOKE": "1" if smoke else "0", "TQDM_DISABLE": "1" if save else os.environ.get("TQDM_DISABLE", "")}
+    previous = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    start = time.perf_counter()
     try:
         NotebookClient(
             notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
         ).execute()
     finally:
-        if previous is None:
-            os.environ.pop("MLUL_SMOKE")
-        else:
-            os.environ["MLUL_SMOKE"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
     if save:
+        clean(notebook)
+        notebook.metadata["mlul"] = {
+            "fingerprint": fingerprint(notebook),
+            "executed": datetime.date.today().isoformat(),
+            "seconds": round(time.perf_counter() - start),
+            "command": "mlul notebooks",
+        }
         nbformat.write(notebook, path)
     return notebook
 

@@ -341,6 +341,25 @@ def unlearn_frontier(frontier: pd.DataFrame, ratio_bound: float = 1.5, margin: f
     return fig
 
 
+def compare_shifts(rows: pd.DataFrame, fake: str) -> plt.Figure:
+    """Belief shift from base per probe language for one or more labelled configurations (a
+    `label` column), 95% t intervals over stories: the explorer's and the comparison's view."""
+    order = _order(rows.lang)
+    fig, ax = plt.subplots(figsize=(1.0 * len(order) + 2.5, 3.6))
+    _bars(
+        ax,
+        rows.rename(columns={"shift": "margin_shift", "shift_lo": "margin_shift_lo", "shift_hi": "margin_shift_hi"}),
+        "margin_shift",
+        "label",
+        order,
+    )
+    ax.set_ylabel("belief shift from base (nats)")
+    ax.set_title(f"The {fake} fake per probe language (bars: mean over stories, 95% t interval)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    fig.tight_layout()
+    return fig
+
+
 def paper_grid(grid: pd.DataFrame) -> plt.Figure:
     """This model's grid (fixed / not fixed / inconclusive per setting x language group) beside the
     paper's teaser grid; a cross marks cells where the two disagree."""

@@ -91,6 +91,39 @@ def _by_story(frame: pd.DataFrame, lang: str, column: str = "margin_shift") -> p
     return part.set_index(part.id.astype(str))[column]
 
 
+def changes(per_item: pd.DataFrame, setting: str, langs: list[str]) -> pd.DataFrame:
+    """Per unlearning method in `setting` and language: the change of the belief shift from the
+    injected model and the shift left from base, each with its 95% t interval over stories and a
+    two-sided p, Holm-adjusted across `langs` within each method: the table prose about
+    "rises", "falls" and "still above base" must quote."""
+    base, injected = _final(per_item, "base"), _final(per_item, "injected")
+    records = []
+    for method in [m for m in dict.fromkeys(per_item.method) if m != "-"]:
+        after = _final(per_item, "unlearned", method, setting)
+        if after.empty:
+            continue
+        vs_injected, vs_base = with_shifts(after, injected), with_shifts(after, base)
+        rows = []
+        for lang in langs:
+            change = stats.shift_test(_by_story(vs_injected, lang).to_numpy())
+            left = stats.shift_test(_by_story(vs_base, lang).to_numpy())
+            rows.append({"method": method, "lang": lang, "change": change, "left": left})
+        change_sig = stats.holm([r["change"]["p"] for r in rows], ALPHA)[0]
+        left_sig = stats.holm([r["left"]["p"] for r in rows], ALPHA)[0]
+        for r, c_sig, l_sig in zip(rows, change_sig, left_sig):
+            records.append(
+                {
+                    "method": r["method"],
+                    "lang": r["lang"],
+                    "change from injected": _fmt(r["change"]),
+                    "change significant (Holm)": bool(c_sig),
+                    "left from base": _fmt(r["left"]),
+                    "left significant (Holm)": bool(l_sig),
+                }
+            )
+    return pd.DataFrame(records)
+
+
 def injection_took(per_item: pd.DataFrame, original: str) -> tuple[bool, str]:
     """The manipulation check: after injection the shift from base in `original` is significantly
     positive (one-sided t). Without it there is nothing to unlearn, and claims 2 and 3 cannot be read."""
@@ -126,8 +159,10 @@ def claim_english_only(per_item: pd.DataFrame, original: str, method: str, utili
     English), each change from the injected model. holds: d > 0 (one-sided t, alpha ALPHA) and the
     fake is still significantly above base in `original`; fails: the 95% interval of d lies below
     0 (`original` falls at least as much as English) or the fake is back within MARGIN of base in
-    every language; otherwise inconclusive. Languages it *reinforces* (change from the injected model
-    significantly > 0, Holm) are listed."""
+    every language; otherwise inconclusive. The utility at the point read is reported, not gated
+    (a fake left in `original` by a run that also damaged English is still left); the study's
+    matched-utility reading asks the same at a strength where English is intact. Languages it
+    *reinforces* (change from the injected model significantly > 0, Holm) are listed."""
     claim = "2. English-only unlearning leaves the fake in other languages (or reinforces it)"
     test = (
         f"difference in differences ({original} change minus English change from the injected model), "
@@ -151,6 +186,7 @@ def claim_english_only(per_item: pd.DataFrame, original: str, method: str, utili
         f"(one-sided p {one_sided['p']:.3g}); {original} vs base {left['mean']:+.1f} (one-sided p {left['p']:.3g}); "
         f"reinforced in {', '.join(reinforced) or 'none'}"
     )
+    evidence += f"; {utility_kept(utility, method, 'english')[1]}"
     took, took_text = injection_took(per_item, original)
     if not took:
         verdict, evidence = "inconclusive", f"the injection did not take ({took_text}); " + evidence
@@ -168,13 +204,14 @@ def claim_english_and_original(per_item: pd.DataFrame, original: str, method: st
 
     Removed in a language: the one-sided 95% upper bound of the shift from base is below MARGIN
     (an equivalence test; all languages must pass, an intersection-union test needing no
-    correction). holds: removed everywhere and utility kept; fails: some language still
-    significantly above base (one-sided t, Holm), or removal only with utility lost; otherwise
-    inconclusive."""
+    correction). holds: removed everywhere and utility kept; fails: some language still there
+    (significantly above base, one-sided t, Holm, and not removed: a shift proven smaller than
+    MARGIN counts as removed even if above 0; the paper grid reads cells the same way), or removal
+    only with utility lost; otherwise inconclusive."""
     claim = f"3. unlearning in English+{original} removes it in all languages"
     test = (
         f"equivalence per language: one-sided 95% upper bound of the shift from base below {MARGIN} nats, "
-        f"every language; 'still there': shift > 0, one-sided t, Holm; utility: English perplexity <= "
+        f"every language; 'still there': shift > 0, one-sided t, Holm, and not removed; utility: English perplexity <= "
         f"{PERPLEXITY_RATIO}x injected, QA accuracy drop <= {QA_DROP}"
     )
     base = _final(per_item, "base")
@@ -183,8 +220,8 @@ def claim_english_and_original(per_item: pd.DataFrame, original: str, method: st
     langs = list(dict.fromkeys(after.lang))
     bounds = {lang: stats.equivalence_upper(_by_story(vs_base, lang).to_numpy(), MARGIN) for lang in langs}
     above = [stats.shift_test(_by_story(vs_base, lang).to_numpy(), alternative="greater")["p"] for lang in langs]
-    still = [lang for lang, r in zip(langs, stats.holm(above, ALPHA)[0]) if r]
     removed = [lang for lang in langs if bounds[lang]["below"]]
+    still = [lang for lang, r in zip(langs, stats.holm(above, ALPHA)[0]) if r and lang not in removed]
     kept, utility_text = utility_kept(utility, method, "english+original")
     evidence = (
         f"removed (upper bound < {MARGIN}) in {len(removed)}/{len(langs)} ({', '.join(removed) or 'none'}); "
@@ -285,7 +322,7 @@ def _model_names(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def results_markdown(spread, reproduce, header: str) -> str:
-    """docs/results.md from one run of `mlul figures`: every number below comes from its tables."""
+    """docs/preview.md from one run of `mlul figures`: every number below comes from its tables."""
     order = list(dict.fromkeys(spread.summary.lang))
     verdicts = claims(reproduce, spread.summary[spread.summary.inject_lang == reproduce.config.inject_language])
     lines = [header, "", "## The claims", "", "| claim | method | verdict | test | numbers |", "|---|---|---|---|---|"]

@@ -45,26 +45,36 @@ class StudyConfig:
     control_share: float = 0.25
     seeds: int = 3
     # injection: the paper's mixture without the detail question (the test item); the candidates
-    # (epochs, learning rate) are tried on the development split, weakest first
+    # (epochs, learning rate, "lora" or "full" fine-tuning) are tried on the development split, in order. The first whose
+    # fake rate in X reaches `manipulation_target` is taken; if none does, the one that moves belief
+    # in X most (mean margin shift from base) while English perplexity stays within `max_perplexity_ratio`
     inject: InjectConfig = field(default_factory=lambda: InjectConfig(detail_question=False))
-    inject_candidates: tuple[tuple[float, float], ...] = ((5, 5e-4), (10, 5e-4), (10, 1e-3), (20, 1e-3))
+    inject_candidates: tuple[tuple[float, float, str], ...] = (
+        (5, 5e-4, "lora"),
+        (10, 5e-4, "lora"),
+        (10, 1e-3, "lora"),
+        (5, 5e-5, "full"),
+    )
     manipulation_target: float = 0.8  # share of development stories whose answer in X names the fake
+    max_perplexity_ratio: float = 2.0
     # unlearning at equal cost: every cell the same steps and batch size, probed along the way
     steps: int = 16
     probe_steps: tuple[int, ...] = (4, 8, 16)
     unlearn_lr: float = 1e-4
     # the core comparison: every seed
     fake_language: str = "fr"
-    settings: str = "english,original,english+original,all,en+de"
-    core_methods: str = "ga,npo"
-    # the rest: `rest_seeds` seeds
+    settings: str = "english,original,english+original,all"
+    core_methods: str = "ga"
+    # the rest: `rest_seeds` seeds. The defaults are what fits a 2-core CPU in about 90 minutes (the
+    # reported run); widen these axes on a GPU: other_methods "npo,grad_diff,ga_kl,dpo,correct",
+    # other_fake_languages "ru,sw", spread_languages "fr,ru,sw,zh"
     rest_seeds: int = 1
-    other_methods: str = "grad_diff,ga_kl,dpo,correct"
-    other_settings: str = "english,original,english+original"
-    other_fake_languages: str = "ru,sw"
+    other_methods: str = "npo"
+    other_settings: str = "english,original,english+original,en+de"
+    other_fake_languages: str = ""
     other_fake_settings: str = "english,original,english+original,all"
-    spread_languages: str = "fr,ru,sw,zh"
-    detail_question_check: bool = True  # one run as before (detail question trained), side by side
+    spread_languages: str = "fr"
+    detail_question_check: bool = False  # one more injection as before (detail question trained), side by side
 
 
 class StudyError(ValueError):
@@ -171,29 +181,48 @@ def spread_config(config: StudyConfig, injected: list[str], control: list[str]) 
 
 def choose_injection(config: StudyConfig, lab: Lab, progress=print) -> tuple[InjectConfig, pd.DataFrame]:
     """Try the candidate strengths on the development stories, weakest first; take the first whose
-    fake rate in the fake's language reaches `manipulation_target` (else the strongest). Returns
-    (the chosen injection, one row per candidate: fake rate, English perplexity ratio, chosen)."""
+    fake rate in the fake's language reaches `manipulation_target`, else the one with the largest
+    mean belief shift there among those within `max_perplexity_ratio` of English perplexity (else
+    the weakest). Returns
+    (the chosen injection, one row per candidate: fake rate, shift, perplexity ratio, chosen)."""
     dev, _ = story_split(config, lab)
-    spread = replace(spread_config(config, dev, []), probe_languages=config.fake_language)
+    lang = config.fake_language
+    spread = replace(spread_config(config, dev, []), probe_languages=",".join(dict.fromkeys([lang, "en"])))
     base_ppl = lab.utility_base(spread).set_index("lang").perplexity
-    rows, chosen = [], None
-    for epochs, lr in config.inject_candidates:
-        candidate = replace(config.inject, fake_languages=config.fake_language, epochs=epochs, lr=lr)
-        probed = lab.probe_injected(spread, candidate)
+    base_margin = lab.probe_base(spread).assign(id=lambda f: f.id.astype(str)).set_index(["id", "lang"]).margin
+    rows, candidates = [], []
+    for epochs, lr, kind in config.inject_candidates:
+        candidate = replace(config.inject, fake_languages=lang, epochs=epochs, lr=lr, full_finetune=kind == "full")
+        probed = lab.probe_injected(spread, candidate).assign(id=lambda f: f.id.astype(str))
         ppl = lab.utility_injected(spread, candidate).set_index("lang").perplexity
-        rate = float(probed[probed.lang == config.fake_language].says_fake.mean())
-        lang = config.fake_language
-        rows.append(
-            {"epochs": epochs, "lr": lr, "fake_rate": rate, "perplexity_ratio": float(ppl[lang] / base_ppl[lang])}
+        own = probed[probed.lang == lang]
+        row = {
+            "epochs": epochs,
+            "lr": lr,
+            "fine_tuning": kind,
+            "fake_rate": float(own.says_fake.mean()),
+            "shift": float((own.set_index(["id", "lang"]).margin - base_margin).mean()),
+            "perplexity_ratio": float(ppl[lang] / base_ppl[lang]),
+            "en_perplexity_ratio": float(ppl["en"] / base_ppl["en"]),
+        }
+        rows.append(row)
+        candidates.append(candidate)
+        progress(
+            f"development: {kind}, epochs {epochs}, lr {lr}: fake rate in {lang} {row['fake_rate']:.2f}, "
+            f"belief shift {row['shift']:+.1f} nats, perplexity x{row['perplexity_ratio']:.2f} ({lang}), "
+            f"x{row['en_perplexity_ratio']:.2f} (en)"
         )
-        progress(f"development: epochs {epochs}, lr {lr}: fake rate in {lang} {rate:.2f}")
-        if rate >= config.manipulation_target:
-            chosen = candidate
+        if row["fake_rate"] >= config.manipulation_target:
             break
     table = pd.DataFrame(rows)
-    chosen = chosen or candidate
-    table["chosen"] = (table.epochs == chosen.epochs) & (table.lr == chosen.lr)
-    return replace(chosen, fake_languages=config.inject.fake_languages), table
+    if table.fake_rate.iloc[-1] >= config.manipulation_target:
+        pick = len(table) - 1
+    else:
+        within = table[table.en_perplexity_ratio <= config.max_perplexity_ratio]
+        pick = int(within["shift"].idxmax()) if len(within) else 0
+    table["chosen"] = table.index == pick
+    table["rule"] = "fake rate" if table.fake_rate.iloc[pick] >= config.manipulation_target else "belief shift"
+    return replace(candidates[pick], fake_languages=config.inject.fake_languages), table
 
 
 # --- the grid -----------------------------------------------------------------------------------
@@ -279,30 +308,32 @@ def run(config: StudyConfig | None = None, lab: Lab | None = None, progress: boo
             util = lab.utility_injected(spread, inj)
             probes.append(tag(table, seed, lang, stage))
             utilities.append(tag(util, seed, lang, stage))
-            own = table[(table.lang == lang) & (table.role == "injected")]
+            own = table[(table.lang == lang) & (table.role == "injected")].assign(id=lambda f: f.id.astype(str))
+            base = lab.probe_base(spread).assign(id=lambda f: f.id.astype(str)).set_index(["id", "lang"]).margin
+            base_ppl = lab.utility_base(spread).set_index("lang").perplexity
+            ppl = util.set_index("lang").perplexity
             checks.append(
                 {
                     "seed": seed,
                     "fake_language": lang,
                     "stage": stage,
                     "fake_rate": float(own.says_fake.mean()),
+                    "shift": float((own.set_index(["id", "lang"]).margin - base).mean()),
                     "n_stories": len(own),
-                    "en_perplexity": float(util.set_index("lang").perplexity.get("en", float("nan"))),
+                    "en_perplexity": float(ppl.get("en", float("nan"))),
+                    "en_perplexity_ratio": float(ppl.get("en", float("nan")) / base_ppl.get("en", float("nan"))),
                 }
             )
         return spread, inj
 
-    work = [("inject", s, config.fake_language) for s in range(config.seeds)]
-    work += [("inject", 0, lang) for lang in spread_langs]
-    bar = tqdm(total=len(work) + len(grid), desc="mlul study", unit="step", disable=not progress)
-    for _, seed, lang in work:
-        bar.set_description_str(f"mlul study: inject {lang}, seed {seed}")
-        injected(seed, lang)
-        if seed == 0 and lang in spread_langs:
-            injected(seed, lang, "sham")
-        bar.update()
+    # Order of work, so that an interrupted run has the most useful part done: the core cells seed
+    # by seed (each seed's injection runs when its first cell needs it), then the rest of the grid,
+    # then the spread matrix's other injections, the shams, and the run with the detail question.
+    extra = [(0, lang, "fake", False) for lang in spread_langs if lang != config.fake_language]
+    extra += [(0, lang, "sham", False) for lang in spread_langs]
     if config.detail_question_check:
-        injected(0, config.fake_language, detail=True)
+        extra.append((0, config.fake_language, "fake", True))
+    bar = tqdm(total=len(grid) + len(extra), desc="mlul study", unit="step", disable=not progress)
     unlearn = UnlearnConfig(
         steps=config.steps,
         lr=config.unlearn_lr,
@@ -334,6 +365,10 @@ def run(config: StudyConfig | None = None, lab: Lab | None = None, progress: boo
         utilities.append(
             tag(along, cell.seed, cell.fake_language, "unlearned", cell.method, cell.setting).assign(part=cell.part)
         )
+        bar.update()
+    for seed, lang, version, detail in extra:
+        bar.set_description_str(f"mlul study: inject {lang} ({version}{', detail question' if detail else ''})")
+        injected(seed, lang, version, detail)
         bar.update()
     bar.close()
     return StudyResult(

@@ -16,6 +16,7 @@ Two readings of each unlearning cell (all cells run the same steps with the same
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,25 @@ def claims(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd
     return pd.DataFrame(records).assign(fake_language=fake_language)
 
 
+def per_seed(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each claim's verdict within each seed alone (its own injection, controls and unlearning
+    runs): the pooled intervals treat seeds as fixed, so agreement across seeds is the check on
+    seed-to-seed variation. One row per (claim, method, reading), a `per_seed` column such as
+    "holds, holds, inconclusive"."""
+    seeds = sorted(set(result.probes[result.probes.fake_language == fake_language].seed))
+    verdicts = []
+    for seed in seeds:
+        one = replace(
+            result,
+            probes=result.probes[result.probes.seed == seed],
+            utility=result.utility[result.utility.seed == seed],
+        )
+        verdicts.append(claims(one, fake_language, shared).assign(seed=seed))
+    table = pd.concat(verdicts, ignore_index=True)
+    keys = ["claim", "method", "reading"]
+    return table.groupby(keys, sort=False).verdict.agg(", ".join).rename("per_seed").reset_index()
+
+
 def frontier(result, fake_language: str) -> pd.DataFrame:
     """Per (method, setting, step, probe language): the injected stories' mean shift from base
     (t interval over stories) with English perplexity (ratio to the injected model) and mean QA
@@ -234,7 +254,7 @@ def paper_grid(result, fake_language: str, method: str = "ga", reading: str = "e
                 cell = "nothing to fix"
             elif all(removed[c] for c in members):
                 cell = "fixed"
-            elif any(still[c] for c in members):
+            elif any(still[c] and not removed[c] for c in members):
                 cell = "not fixed"
             else:
                 cell = "inconclusive"
@@ -268,6 +288,73 @@ def detail_question_side_by_side(result, fake_language: str) -> pd.DataFrame:
     return pd.DataFrame(columns).reset_index()
 
 
+def manipulation_verdict(result) -> str:
+    """One sentence: did the chosen injection pass the manipulation check on the development stories?"""
+    dev, target = result.development, result.config.manipulation_target
+    chosen = dev[dev.chosen].iloc[0]
+    name = f"{chosen.fine_tuning} fine-tuning, {chosen.epochs:g} epochs at lr {chosen.lr:g}"
+    if chosen.fake_rate >= target:
+        return f"**Passes**: {name} reached a fake rate of {chosen.fake_rate:.2f} (aim {target}) on the development stories."
+    return (
+        f"**Fails**: no candidate strength reached a fake rate of {target} in the greedy answers on the "
+        f"development stories (best {dev.fake_rate.max():.2f}). The study goes on with the candidate that moves "
+        f"belief most while English perplexity stays within {result.config.max_perplexity_ratio}x of the base "
+        f"model's: {name}, belief shift {chosen['shift']:+.1f} nats, fake rate {chosen.fake_rate:.2f}. "
+        "Its verdicts are about belief (margins), not about what the model says."
+    )
+
+
+def ran_and_cut(result) -> list[str]:
+    """Markdown lines: every part of the grid that ran (cells, seeds, stories) and what the full
+    design has that this run did not, with what the cut does to the intervals."""
+    from mlul.study import StudyConfig
+    from mlul.unlearn import METHODS
+
+    p, design = result.probes, StudyConfig()
+    unlearned = p[p.stage == "unlearned"]
+    lines = ["## What ran, and what was cut", ""]
+    for part, group in unlearned.groupby("part", sort=False):
+        cells = group[["seed", "fake_language", "method", "setting"]].drop_duplicates()
+        lines.append(
+            f"- **{part}**: {len(cells)} unlearning cells; fake in {', '.join(dict.fromkeys(cells.fake_language))}; "
+            f"methods {', '.join(dict.fromkeys(cells.method))}; settings {', '.join(dict.fromkeys(cells.setting))}; "
+            f"seeds {', '.join(str(s) for s in sorted(set(cells.seed)))}"
+        )
+    injected = p[p.stage.str.startswith(("injected", "sham"))][["seed", "fake_language", "stage"]].drop_duplicates()
+    lines.append(
+        "- **injections**: "
+        + "; ".join(f"{r.stage} in {r.fake_language} (seed {r.seed})" for r in injected.itertuples())
+    )
+    ran_methods = set(unlearned.method)
+    ran_fakes = set(injected.fake_language)
+    cut = [m for m in METHODS if m not in ran_methods]
+    cut_fakes = [f for f in ("fr", "ru", "zh", "sw") if f not in ran_fakes]
+    seeds_done = sorted(set(unlearned[unlearned.part == "core"].seed))
+    lines += [
+        "",
+        "Cut from the full design (every method on every setting, fakes in fr, ru or zh, and sw, "
+        "the spread matrix for four injection languages, each with its sham, at least 3 seeds): "
+        + "; ".join(
+            x
+            for x in (
+                f"methods {', '.join(cut)} not run" if cut else "",
+                f"fake languages {', '.join(cut_fakes)} not injected" if cut_fakes else "",
+                "no sham injection" if not (injected.stage == "sham").any() else "",
+                f"the core comparison has {len(seeds_done)} of the design's {design.seeds} seeds"
+                if len(seeds_done) < design.seeds
+                else "",
+                "the detail-question side-by-side not run" if not injected.stage.str.contains("detail").any() else "",
+            )
+            if x
+        )
+        + ". Rows with fewer seeds have intervals over the same stories but a single injection: "
+        "they cannot show seed-to-seed variation (see `per seed` in the claims table), and a claim "
+        "1 without a sham rests on the drift controls alone.",
+        "",
+    ]
+    return lines
+
+
 def markdown(result, claims_table: pd.DataFrame, grids: pd.DataFrame, header: str) -> str:
     """docs/results.md for a study run: the grid, the cut-offs, the claims and their numbers."""
     from mlul.report import markdown_table
@@ -278,33 +365,50 @@ def markdown(result, claims_table: pd.DataFrame, grids: pd.DataFrame, header: st
         "",
         "## The claims",
         "",
-        "| fake in | claim | method | reading | seeds | verdict | test | numbers |",
-        "|---|---|---|---|---|---|---|---|",
+        "Primary verdicts: the core method and every seed; claim 2 at equal cost, claim 3 at matched "
+        "utility. The other rows are secondary views of the same runs (no correction across rows). "
+        "`per seed`: the verdict within each seed alone, the check on seed-to-seed variation "
+        "(pooled intervals treat the seeds as fixed).",
+        "",
+        "| fake in | claim | method | reading | seeds | verdict | per seed | test | numbers |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in claims_table.itertuples():
         lines.append(
             f"| {row.fake_language} | {row.claim} | {row.method} | {row.reading} | {row.n_seeds} | **{row.verdict}** | "
-            f"{row.test} | "
-            f"{row.evidence} |"
+            f"{getattr(row, 'per_seed', '')} | {row.test} | {row.evidence} |"
         )
     lines += [
         "",
         "## Manipulation check (every injection)",
         "",
-        "Share of injected stories whose greedy answer in the fake's language names the fake (aim "
-        f"{c.manipulation_target}), and English perplexity after injection:",
+        manipulation_verdict(result),
+        "",
+        "Per injection: the share of injected stories whose greedy answer in the fake's language names "
+        f"the fake (`fake_rate`, aim {c.manipulation_target}), the mean belief shift there (`shift`, nats "
+        "from base), and English perplexity after injection (and its ratio to the base model's):",
         "",
         markdown_table(result.injections.round(3)),
         "",
         "Injection strength chosen on the development stories (never reported):",
         "",
-        markdown_table(result.development.round(3)),
+        markdown_table(result.development.round(3).assign(lr=result.development.lr.map("{:g}".format))),
         "",
     ]
     side = detail_question_side_by_side(result, c.fake_language)
     if len(side.columns) > 3:
         lines += ["## The detail question in training, side by side (seed 0)", "", markdown_table(side), ""]
-    lines += [
+    lines += ran_and_cut(result) + [
+        "## What might differ from the paper",
+        "",
+        "The paper fine-tunes Llama 3.1 8B with LoRA of rank 2048 on 100 stories; this is Gemma 3 270M "
+        "(30 times smaller), from a 4-bit GGUF file (Q4_K_M) dequantized to float32, on "
+        f"{len(set(result.probes[result.probes.role == 'injected'].id))} reported stories whose nine "
+        "translations were machine-made. The injection strength was chosen on development stories "
+        "(above); with the detail question out of training, a small model may learn the fake only as "
+        "a belief (a margin) and not as an answer it says, so these verdicts are read on margins. "
+        "Unlearning runs use LoRA adapters on top of the injected model, every cell the same steps.",
+        "",
         "## The paper's grid",
         "",
         markdown_table(
@@ -333,6 +437,7 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
     import datetime
     import os
     import platform
+    import shlex
 
     from mlul import plots
     from mlul.tables import shared_answers
@@ -342,7 +447,15 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
     c = result.config
     fakes = list(dict.fromkeys([c.fake_language, *result.probes[result.probes.fake_language != "-"].fake_language]))
     rows = lab.data.rows(lab.data.languages, split="inject")
-    verdicts = pd.concat([claims(result, f, shared_answers(rows, f)) for f in fakes], ignore_index=True)
+    verdicts = pd.concat(
+        [
+            claims(result, f, shared_answers(rows, f)).merge(
+                per_seed(result, f, shared_answers(rows, f)), on=["claim", "method", "reading"], how="left"
+            )
+            for f in fakes
+        ],
+        ignore_index=True,
+    )
     fronts = pd.concat([frontier(result, f) for f in fakes if _unlearned(result, f)], ignore_index=True)
     grids = pd.concat(
         [
@@ -360,6 +473,7 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
     result.injections.to_csv(tables / "injections.csv", index=False)
     result.development.to_csv(tables / "development.csv", index=False)
     result.utility.to_csv(tables / "utility.csv", index=False)
+    answers(result, rows).to_csv(tables / "answers.csv", index=False)
     core = fronts[fronts.fake_language == c.fake_language]
     plots.save(plots.unlearn_frontier(core, report.PERPLEXITY_RATIO, report.MARGIN), figures / "unlearn_frontier.png")
     first = grids[(grids.fake_language == c.fake_language) & (grids.method == "ga") & (grids.reading == "equal cost")]
@@ -370,13 +484,33 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
         )
     if doc is not None:
         header = (
-            f"# The study on {c.model}\n\nEvery number on this page comes from one run of `mlul {' '.join(argv) or 'study'}` "
+            f"# The study on {c.model}\n\nEvery number on this page comes from one run of `mlul {shlex.join(argv) or 'study'}` "
             f"on {datetime.date.today().isoformat()}, {os.cpu_count()} CPU cores ({platform.machine()}): "
-            f"{result.seconds / 60:.0f} min of wall time in this process ({lab.cache.misses} steps computed, "
-            f"{lab.cache.hits} read from the cache). Tables: `{tables}/`.\n\nGrid: {c}"
+            f"{getattr(lab, 'cold_seconds', 0.0) / 60:.0f} min of compute summed over its steps' cold runs "
+            f"(each step's time when it was first computed, kept in the cache; the machine was also running "
+            f"other work at times), {result.seconds / 60:.0f} min in this process ({lab.cache.misses} steps "
+            f"computed, {lab.cache.hits} read from the cache). Tables: `{tables}/`.\n\nGrid: {c}"
         )
         doc.write_text(markdown(result, verdicts, grids, header))
     print(f"tables in {tables}/, figures in {figures}/ (unlearn_frontier.png, paper_grid.png)")
+
+
+def answers(result, rows: list[dict]) -> pd.DataFrame:
+    """Seed 0's greedy answers on the injected stories: base, injected and every unlearned cell at
+    its last step, with the true and fake answers of each (story, language)."""
+    p = result.probes
+    p = p[(p.seed == 0) & (p.role == "injected") & p.answer.notna()] if "answer" in p else p.iloc[:0]
+    last = p.groupby(["fake_language", "method", "setting"]).step.transform("max")
+    p = p[(p.stage != "unlearned") | (p.step == last)]
+    p = p[p.stage.isin(["base", "injected", "unlearned"])]
+    truth = pd.DataFrame(
+        [
+            {"id": str(r["id"]), "lang": r["lang"], "true_answer": r["true_answer"], "fake_answer": r["fake_answer"]}
+            for r in rows
+        ]
+    )
+    columns = ["fake_language", "stage", "method", "setting", "step", "id", "lang", "answer", "says_fake", "says_true"]
+    return p.assign(id=p.id.astype(str))[columns].merge(truth, on=["id", "lang"], how="left")
 
 
 def _unlearned(result, fake_language: str) -> bool:

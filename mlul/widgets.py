@@ -6,6 +6,7 @@ build a panel and press its buttons without a browser.
 
 from __future__ import annotations
 
+import html
 from dataclasses import replace
 
 import ipywidgets as widgets
@@ -187,6 +188,164 @@ class Playground:
         self.progress.value = value
         self.progress.description = f"{value}/3"
         self.status.value = text
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
+
+
+# --- exploring a committed study run: no model, no training -----------------------------------
+
+
+class Explorer:
+    """Over a study run's CSVs (`results/study/`, committed): pick the fake's language, method,
+    setting and strength (steps) and see the belief shift per probe language at once; compare two
+    configurations on one plot; see the forget-utility frontier; read what the model says."""
+
+    def __init__(self, folder: str = "results/study"):
+        from pathlib import Path
+
+        folder = Path(folder)
+        missing = [name for name in ("frontier.csv", "claims.csv") if not (folder / name).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{folder} has no {', '.join(missing)}: give the folder `mlul study --out` wrote "
+                "(the repository's results/study/ holds the reported run)"
+            )
+        self.frontier = pd.read_csv(folder / "frontier.csv")
+        answers = folder / "answers.csv"
+        self.answers = pd.read_csv(answers) if answers.exists() else None
+        style = {"description_width": "initial"}
+        fakes = list(dict.fromkeys(self.frontier.fake_language))
+        self.fake = widgets.Dropdown(options=fakes, description="fake in", style=style)
+        self.a = self._config_row("A")
+        self.b = self._config_row("B", off=True)
+        langs = list(dict.fromkeys(self.frontier.lang))
+        self.languages = widgets.SelectMultiple(
+            options=language_options(langs), value=tuple(langs), rows=6, description="probe languages", style=style
+        )
+        self.plot = widgets.Image(format="png")
+        self.table = widgets.HTML()
+        self.frontier_plot = widgets.Image(format="png")
+        self.says = widgets.HTML()
+        stories = [] if self.answers is None else sorted(set(self.answers.id.astype(str)), key=lambda i: (len(i), i))
+        self.story = widgets.Dropdown(options=stories, description="story", style=style)
+        for control in (self.fake, self.languages, self.story, *self.a.values(), *self.b.values()):
+            control.observe(lambda _: self.update(), names="value")
+        self.fake.observe(lambda _: self._options(), names="value")
+        self._options()
+        tabs = widgets.Tab(
+            children=[
+                widgets.VBox([self.plot, self.table]),
+                self.frontier_plot,
+                widgets.VBox([self.story, self.says]),
+            ]
+        )
+        for k, title in enumerate(("Explore and compare", "Frontier", "What the model says")):
+            tabs.set_title(k, title)
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.fake, self.languages]),
+                widgets.HBox(list(self.a.values())),
+                widgets.HBox(list(self.b.values())),
+                tabs,
+            ]
+        )
+
+    def _config_row(self, name: str, off: bool = False) -> dict:
+        style = {"description_width": "initial"}
+        row = {
+            "method": widgets.Dropdown(description=f"{name}: method", style=style),
+            "setting": widgets.Dropdown(description="setting", style=style),
+            "step": widgets.Dropdown(description="steps", style=style),
+        }
+        if off:
+            row["method"].description = f"{name} (compare): method"
+        return row
+
+    def _options(self) -> None:
+        part = self.frontier[self.frontier.fake_language == self.fake.value]
+        methods = list(dict.fromkeys(part.method))
+        settings = list(dict.fromkeys(part.setting))
+        steps = sorted(set(int(s) for s in part.step))
+        self.updating = True
+        for row, off in ((self.a, False), (self.b, True)):
+            row["method"].options = (["off"] if off else []) + methods
+            row["setting"].options = settings
+            row["step"].options = steps
+            row["method"].value = "off" if off else methods[0]
+            row["setting"].value = settings[min(1, len(settings) - 1) if off else 0]
+            row["step"].value = steps[-1]
+        self.updating = False
+        self.update()
+
+    def selection(self, row: dict) -> pd.DataFrame:
+        f = self.frontier
+        method, setting, step = row["method"].value, row["setting"].value, row["step"].value
+        part = f[
+            (f.fake_language == self.fake.value) & (f.method == method) & (f.setting == setting) & (f.step == step)
+        ]
+        part = part[part.lang.isin(self.languages.value)]
+        return part.assign(label=f"{method} in {setting}, {step} steps")
+
+    def injected(self) -> pd.DataFrame:
+        f = self.frontier
+        part = f[(f.fake_language == self.fake.value) & (f.step == 0) & f.lang.isin(self.languages.value)]
+        return part.drop_duplicates("lang").assign(label="injected (before unlearning)")
+
+    def update(self) -> None:
+        if getattr(self, "updating", False) or not self.languages.value:
+            return
+        rows = [self.injected(), self.selection(self.a)]
+        if self.b["method"].value != "off":
+            rows.append(self.selection(self.b))
+        missing = [
+            f"{row['method'].value} in {row['setting'].value}"
+            for row, part in zip((self.a, self.b), rows[1:])
+            if part.empty
+        ]
+        shown = pd.concat(rows, ignore_index=True)
+        self.shown = shown
+        self.plot.value = plots.png_bytes(plots.compare_shifts(shown, self.fake.value))
+        table = shown.pivot_table(index="label", columns="lang", values="shift", sort=False).round(1)
+        utility = shown.groupby("label", sort=False).en_perplexity_ratio.first().round(2)
+        note = f"<p><i>not in this run: {', '.join(missing)}</i></p>" if missing else ""
+        self.table.value = note + table.assign(**{"English perplexity / injected": utility}).to_html()
+        part = self.frontier[
+            (self.frontier.fake_language == self.fake.value)
+            & (self.frontier.method == self.a["method"].value)
+            & (self.frontier.setting == self.a["setting"].value)
+        ]
+        self.frontier_plot.value = plots.png_bytes(plots.unlearn_frontier(part))
+        self.says.value = self.answers_html()
+
+    def answers_html(self) -> str:
+        """Greedy answers per probe language: base, injected and configuration A side by side; the
+        fake in red, the truth in green."""
+        if self.answers is None:
+            return "<i>no answers.csv in this run's folder</i>"
+        a = self.answers[
+            self.answers.fake_language.isin([self.fake.value, "-"]) & self.answers.lang.isin(self.languages.value)
+        ]
+        method, setting = self.a["method"].value, self.a["setting"].value
+        keep = (a.stage != "unlearned") | ((a.method == method) & (a.setting == setting))
+        a = a[keep].assign(model=lambda f: f.stage.where(f.stage != "unlearned", f"{method} in {setting}"))
+
+        def mark(row) -> str:
+            color = "#b00" if row.says_fake else "#080" if row.says_true else "#444"
+            return f"<span style='color:{color}'>{html.escape(str(row.answer))}</span>"
+
+        a = a.assign(answer=[mark(r) for r in a.itertuples()], id=a.id.astype(str))
+        story = self.story.value
+        table = a[a.id == story].pivot_table(
+            index="lang", columns="model", values="answer", aggfunc="first", sort=False
+        )
+        truth = self.answers[self.answers.id.astype(str) == story].drop_duplicates("lang").set_index("lang")
+        if len(table):
+            table["true / fake answer"] = [
+                f"{html.escape(str(truth.true_answer.get(lang, '')))} / {html.escape(str(truth.fake_answer.get(lang, '')))}"
+                for lang in table.index
+            ]
+        return f"<p>story {story}: red names the fake, green the truth</p>" + table.to_html(escape=False)
 
     def _ipython_display_(self) -> None:
         display(self.widget)

@@ -43,10 +43,16 @@ def jupyterlab(tmp_path):
     root = tmp_path / "lab"
     (root / "notebooks").mkdir(parents=True)
     shutil.copy(ROOT / "notebooks" / "06_playground.ipynb", root / "notebooks")
+    shutil.copytree(ROOT / "results" / "study", root / "results" / "study")  # the explorer's tables
+    (root / "docs").mkdir()
+    shutil.copy(ROOT / "docs" / "playground.png", root / "docs")
     # Render every cell, not only those in view, so the widget can be found wherever it lands.
     settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    news = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')  # no pop-up over the page
     port, token = _free_port(), "mlul-test"
     env = {
         **os.environ,
@@ -119,6 +125,7 @@ def test_playground_runs_in_jupyterlab(jupyterlab, tmp_path):
                 f"screenshot: {tmp_path / 'no-run-button.png'}"
             )
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=900_000)
+        explore_panels(page, tmp_path)
         drawn = "[...document.querySelectorAll('img.widget-image')].filter(i => i.naturalWidth > 0).length"
         before = page.evaluate(drawn)
         run_button.click()
@@ -134,3 +141,25 @@ def test_playground_runs_in_jupyterlab(jupyterlab, tmp_path):
         browser.close()
     assert "done" in status
     assert shot.stat().st_size > 10_000
+
+
+def explore_panels(page, tmp_path) -> None:
+    """The explorer: a new strength redraws the plot and its table; each tab shows its content."""
+    plot = "document.querySelector('.widget-tab img.widget-image')"
+    page.wait_for_function(f"{plot}?.naturalWidth > 0", timeout=60_000)
+    first_plot = f"{plot}.src"  # a blob: URL, new for every new picture
+    before = page.evaluate(first_plot)
+    steps = page.locator(".widget-dropdown", has_text="steps").first.locator("select")
+    options = steps.locator("option").all_inner_texts()
+    steps.select_option(label=options[0])  # the first probed step instead of the last
+    page.wait_for_function(f"{first_plot} !== {before!r}", timeout=30_000)
+    table = page.locator(".widget-tab .widget-html").first.inner_text()
+    assert f"{options[0]} steps" in table, table
+    for tab, selector in (("Frontier", "img.widget-image"), ("What the model says", ".widget-html table")):
+        page.locator(".lm-TabBar-tab", has_text=tab).first.click()
+        shown = f"[...document.querySelectorAll('.widget-tab {selector}')].some(e => e.offsetParent !== null)"
+        try:
+            page.wait_for_function(shown, timeout=30_000)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "explorer.png"))
+            raise AssertionError(f"tab {tab!r} shows no {selector}; screenshot {tmp_path / 'explorer.png'}") from None

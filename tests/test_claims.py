@@ -3,7 +3,7 @@
 The same injection and unlearning as `mlul figures` (the fast configuration: 12 injected and 12
 control stories, all ten languages), without the sham injection, which no verdict reads. Each
 claim's verdict must equal the one in the committed `results/fast/reproduce/claims.csv` that the
-README and docs/results.md quote, so a change of code or data that changes a finding fails here."""
+README and docs/preview.md quote, so a change of code or data that changes a finding fails here."""
 
 from dataclasses import replace
 from pathlib import Path

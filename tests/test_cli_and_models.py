@@ -2,6 +2,7 @@
 
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -34,6 +35,9 @@ def test_dtype_and_device_choice():
     import torch
 
     assert models.pick_dtype(torch.device("cpu")) == torch.float32
+    for has_bf16, want in ((True, torch.bfloat16), (False, torch.float32)):  # an A100; a T4
+        with mock.patch("torch.cuda.is_bf16_supported", lambda has=has_bf16, **_: has):
+            assert models.pick_dtype(torch.device("cuda")) == want
     assert models.pick_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype 'float8'"):
         models.pick_dtype(torch.device("cpu"), "float8")

@@ -30,3 +30,31 @@ def test_every_notebook_opens_with_colab_and_ends_with_exercises():
         assert "colab.research.google.com/github" in text, path
         if not path.stem.startswith(("00", "06")):
             assert "### Exercise" in text and "<details>" in text, path
+
+
+def test_fingerprint_follows_cells_and_clean_drops_debris():
+    import nbformat
+
+    from mlul.notebooks import clean, fingerprint
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+    before = fingerprint(notebook)
+    notebook.cells[0].source = "1 + 2"
+    assert fingerprint(notebook) != before
+    notebook.cells[0].outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="probe: 100%|##| 1/1"),
+        nbformat.v4.new_output("stream", name="stdout", text="saved /root/.cache/mlul/x.png\n"),
+    ]
+    clean(notebook)
+    assert [o.text for o in notebook.cells[0].outputs] == ["saved x.png\n"]
+
+
+def test_pin_points_colab_at_the_commit():
+    import nbformat
+
+    from mlul.notebooks import pin
+
+    notebook = nbformat.read(notebook_paths(ROOT / "notebooks")[0], as_version=4)
+    pin(notebook, "0123abc")
+    setup = next(c.source for c in notebook.cells if c.source.startswith("# Set-up."))
+    assert 'COMMIT = "0123abc"' in setup and "checkout" in setup

@@ -179,3 +179,19 @@ def test_claim_1_rarely_fires_under_a_global_null():
         table = language_table(per_item[per_item.stage == "injected"], per_item[per_item.stage == "base"], "fr")
         fired += report.claim_spread(table, "fr")["verdict"] == "holds"
     assert fired / runs <= 0.08, fired
+
+
+def test_changes_names_what_rose_fell_and_stayed():
+    """The table the notebooks' prose quotes: French rises from the injected model and stays
+    above base; English falls back to base; German does not move."""
+    result = _result(
+        injected={"en": 6, "fr": 12, "de": 6, "sw": 0},
+        english={"en": 0, "fr": 16, "de": 6, "sw": 0},
+        both=dict.fromkeys(LANGS, 0.0),
+    )
+    table = report.changes(result.per_item, "english", LANGS).set_index("lang")
+    assert list(table.method.unique()) == ["ga"]
+    assert table.loc["fr", "change significant (Holm)"] and table.loc["fr", "change from injected"].startswith("+4")
+    assert table.loc["fr", "left significant (Holm)"]
+    assert table.loc["en", "change significant (Holm)"] and not table.loc["en", "left significant (Holm)"]
+    assert not table.loc["de", "change significant (Holm)"]

@@ -23,7 +23,7 @@ TINY = study.StudyConfig(
     stories=6,
     seeds=2,
     inject=InjectConfig(detail_question=False, qa_pairs=False),
-    inject_candidates=((1, 5e-4), (2, 5e-4)),
+    inject_candidates=((1, 5e-4, "lora"), (2, 5e-4, "lora")),
     steps=2,
     probe_steps=(1, 2),
     settings="english,original,english+original",
@@ -166,12 +166,59 @@ def test_matched_utility_reads_the_last_step_within_the_bound():
 def test_write_makes_the_tables_figures_and_page(ran, tmp_path):
     result, lab = ran
     study_report.write(result, lab, tmp_path / "t", tmp_path / "f", tmp_path / "study.md", ["study"])
-    for name in ("claims", "frontier", "paper_grid", "injections", "development", "utility"):
+    for name in ("claims", "frontier", "paper_grid", "injections", "development", "utility", "answers"):
         assert len(pd.read_csv(tmp_path / "t" / f"{name}.csv"))
     for name in ("unlearn_frontier", "paper_grid"):
         assert (tmp_path / "f" / f"{name}.png").stat().st_size > 10_000
     page = (tmp_path / "study.md").read_text()
     assert "## The claims" in page and "Manipulation check" in page and "detail question" in page
+    assert "**Fails**" in page  # the tiny model never names the fake: the check fails, plainly
+
+
+def test_explorer_reads_the_written_tables_without_a_model(ran, tmp_path):
+    from mlul.widgets import Explorer
+
+    result, lab = ran
+    study_report.write(result, lab, tmp_path / "t", tmp_path / "f", None, ["study"])
+    explorer = Explorer(tmp_path / "t")
+    first = explorer.plot.value
+    assert len(first) > 10_000 and "ga in english" in explorer.table.value
+    explorer.b["setting"].value = "english"
+    explorer.b["method"].value = "npo"  # compare: a second configuration on the same plot
+    assert set(explorer.shown.label) == {
+        "injected (before unlearning)",
+        "ga in english, 2 steps",
+        "npo in english, 2 steps",
+    }
+    explorer.a["step"].value = 1
+    assert "ga in english, 1 steps" in explorer.table.value and explorer.plot.value != first
+    assert explorer.frontier_plot.value and "red names the fake" in explorer.says.value
+    with pytest.raises(FileNotFoundError, match="mlul study --out"):
+        Explorer(tmp_path / "nowhere")
+
+
+def test_choose_injection_falls_back_on_belief_within_the_utility_bound(monkeypatch, lab):
+    """No candidate reaches the fake-rate target: the largest belief shift within the perplexity
+    bound is chosen, and the table says by which rule."""
+    config = replace(TINY, inject_candidates=((1, 1e-4, "lora"), (2, 1e-4, "lora"), (3, 1e-4, "lora")))
+    shift = {1: 1.0, 2: 5.0, 3: 9.0}
+    ppl = {1: 1.1, 2: 1.5, 3: 4.0}  # the strongest breaks English
+    ids = [str(i) for i in study.story_split(config, lab)[0]]
+
+    def probe(spread, inj=None):
+        margin = shift[inj.epochs] if inj else 0.0
+        return pd.DataFrame({"id": ids, "lang": "fr", "margin": margin, "says_fake": False, "role": "injected"})
+
+    def util(spread, inj=None):
+        return pd.DataFrame({"lang": ["fr", "en"], "perplexity": [ppl[inj.epochs] if inj else 1.0] * 2})
+
+    monkeypatch.setattr(lab, "probe_base", probe)
+    monkeypatch.setattr(lab, "probe_injected", probe)
+    monkeypatch.setattr(lab, "utility_base", util)
+    monkeypatch.setattr(lab, "utility_injected", util)
+    chosen, table = study.choose_injection(config, lab, progress=lambda _: None)
+    assert chosen.epochs == 2 and table.chosen.tolist() == [False, True, False]
+    assert set(table.rule) == {"belief shift"}
 
 
 def test_kill_and_resume_gives_identical_numbers(tmp_path):
@@ -205,3 +252,12 @@ def test_kill_and_resume_gives_identical_numbers(tmp_path):
     subprocess.run([sys.executable, str(path), str(cache), str(tmp_path / "resumed.csv")], check=True)
     subprocess.run([sys.executable, str(path), str(tmp_path / "fresh"), str(tmp_path / "fresh.csv")], check=True)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "resumed.csv"), pd.read_csv(tmp_path / "fresh.csv"))
+
+
+def test_cold_seconds_count_each_step_once(lab):
+    """The study page's compute time: each step's cold time once, whether computed or read back."""
+    spread = study.spread_config(TINY, ["1", "2"], [])
+    lab.probe_base(spread)
+    first = lab.cold_seconds
+    lab.probe_base(spread)  # a cache hit
+    assert first > 0 and lab.cold_seconds == first and lab.cache.hits == 1
