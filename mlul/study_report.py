@@ -487,8 +487,8 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
             f"# The study on {c.model}\n\nEvery number on this page comes from one run of `mlul {shlex.join(argv) or 'study'}` "
             f"on {datetime.date.today().isoformat()}, {os.cpu_count()} CPU cores ({platform.machine()}): "
             f"{getattr(lab, 'cold_seconds', 0.0) / 60:.0f} min of compute summed over its steps' cold runs "
-            f"(each step's time when it was first computed, kept in the cache; the machine was also running "
-            f"other work at times), {result.seconds / 60:.0f} min in this process ({lab.cache.misses} steps "
+            f"(each step's time when it was first computed, kept in the cache; absolute times move with the "
+            f"machine's load), {result.seconds / 60:.0f} min in this process ({lab.cache.misses} steps "
             f"computed, {lab.cache.hits} read from the cache). Tables: `{tables}/`.\n\nGrid: {c}"
         )
         doc.write_text(markdown(result, verdicts, grids, header))
