@@ -151,10 +151,11 @@ def explore_panels(page, tmp_path) -> None:
     before = page.evaluate(first_plot)
     steps = page.locator(".widget-dropdown", has_text="steps").first.locator("select")
     options = steps.locator("option").all_inner_texts()
-    steps.select_option(label=options[0])  # the first probed step instead of the last
+    chosen = options[1]  # the first probed step (options[0] is step 0, the injected model)
+    steps.select_option(label=chosen)
+    table = "document.querySelector('.widget-tab .widget-html')?.innerText || ''"
+    page.wait_for_function(f"({table}).includes('ga in english, {chosen} steps')", timeout=30_000)
     page.wait_for_function(f"{first_plot} !== {before!r}", timeout=30_000)
-    table = page.locator(".widget-tab .widget-html").first.inner_text()
-    assert f"{options[0]} steps" in table, table
     for tab, selector in (("Frontier", "img.widget-image"), ("What the model says", ".widget-html table")):
         page.locator(".lm-TabBar-tab", has_text=tab).first.click()
         shown = f"[...document.querySelectorAll('.widget-tab {selector}')].some(e => e.offsetParent !== null)"
