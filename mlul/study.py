@@ -23,6 +23,7 @@ from mlul.data import item_key
 from mlul.experiment import FAST, Lab, ReproduceConfig, SpreadConfig, _sham, _split, run_unlearning
 from mlul.inject import InjectConfig
 from mlul.models import DEFAULT_MODEL
+from mlul.tables import with_shifts
 from mlul.unlearn import METHODS, SETTINGS, UnlearnConfig, setting_languages
 
 
@@ -189,11 +190,11 @@ def choose_injection(config: StudyConfig, lab: Lab, progress=print) -> tuple[Inj
     lang = config.fake_language
     spread = replace(spread_config(config, dev, []), probe_languages=",".join(dict.fromkeys([lang, "en"])))
     base_ppl = lab.utility_base(spread).set_index("lang").perplexity
-    base_margin = lab.probe_base(spread).assign(id=lambda f: f.id.astype(str)).set_index(["id", "lang"]).margin
+    base = lab.probe_base(spread)
     rows, candidates = [], []
     for epochs, lr, kind in config.inject_candidates:
         candidate = replace(config.inject, fake_languages=lang, epochs=epochs, lr=lr, full_finetune=kind == "full")
-        probed = lab.probe_injected(spread, candidate).assign(id=lambda f: f.id.astype(str))
+        probed = lab.probe_injected(spread, candidate)
         ppl = lab.utility_injected(spread, candidate).set_index("lang").perplexity
         own = probed[probed.lang == lang]
         row = {
@@ -201,7 +202,7 @@ def choose_injection(config: StudyConfig, lab: Lab, progress=print) -> tuple[Inj
             "lr": lr,
             "fine_tuning": kind,
             "fake_rate": float(own.says_fake.mean()),
-            "shift": float((own.set_index(["id", "lang"]).margin - base_margin).mean()),
+            "shift": float(with_shifts(own, base).margin_shift.mean()),
             "perplexity_ratio": float(ppl[lang] / base_ppl[lang]),
             "en_perplexity_ratio": float(ppl["en"] / base_ppl["en"]),
         }
@@ -298,19 +299,19 @@ def run(config: StudyConfig | None = None, lab: Lab | None = None, progress: boo
         inj = replace(inject, fake_languages=lang, seed=seed, detail_question=detail)
         inj = _sham(inj) if version == "sham" else inj
         stage = {"fake": "injected", "sham": "sham"}[version] + (" (detail question trained)" if detail else "")
+        base, base_utility = lab.probe_base(spread), lab.utility_base(spread)
         if (seed, "base") not in done:
             done.add((seed, "base"))
-            probes.append(tag(lab.probe_base(spread), seed, "-", "base"))
-            utilities.append(tag(lab.utility_base(spread), seed, "-", "base"))
+            probes.append(tag(base, seed, "-", "base"))
+            utilities.append(tag(base_utility, seed, "-", "base"))
         if (seed, lang, stage) not in done:
             done.add((seed, lang, stage))
             table = lab.probe_injected(spread, inj)
             util = lab.utility_injected(spread, inj)
             probes.append(tag(table, seed, lang, stage))
             utilities.append(tag(util, seed, lang, stage))
-            own = table[(table.lang == lang) & (table.role == "injected")].assign(id=lambda f: f.id.astype(str))
-            base = lab.probe_base(spread).assign(id=lambda f: f.id.astype(str)).set_index(["id", "lang"]).margin
-            base_ppl = lab.utility_base(spread).set_index("lang").perplexity
+            own = table[(table.lang == lang) & (table.role == "injected")]
+            base_ppl = base_utility.set_index("lang").perplexity
             ppl = util.set_index("lang").perplexity
             checks.append(
                 {
@@ -318,7 +319,7 @@ def run(config: StudyConfig | None = None, lab: Lab | None = None, progress: boo
                     "fake_language": lang,
                     "stage": stage,
                     "fake_rate": float(own.says_fake.mean()),
-                    "shift": float((own.set_index(["id", "lang"]).margin - base).mean()),
+                    "shift": float(with_shifts(own, base).margin_shift.mean()),
                     "n_stories": len(own),
                     "en_perplexity": float(ppl.get("en", float("nan"))),
                     "en_perplexity_ratio": float(ppl.get("en", float("nan")) / base_ppl.get("en", float("nan"))),

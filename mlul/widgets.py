@@ -215,10 +215,11 @@ class Explorer:
         answers = folder / "answers.csv"
         self.answers = pd.read_csv(answers) if answers.exists() else None
         style = {"description_width": "initial"}
+        self.updating = False  # True while `_options` resets the dropdowns: one redraw, not six
         fakes = list(dict.fromkeys(self.frontier.fake_language))
         self.fake = widgets.Dropdown(options=fakes, description="fake in", style=style)
-        self.a = self._config_row("A")
-        self.b = self._config_row("B", off=True)
+        self.a = self._config_row("A: method")
+        self.b = self._config_row("B (compare): method")
         langs = list(dict.fromkeys(self.frontier.lang))
         self.languages = widgets.SelectMultiple(
             options=language_options(langs), value=tuple(langs), rows=6, description="probe languages", style=style
@@ -251,16 +252,13 @@ class Explorer:
             ]
         )
 
-    def _config_row(self, name: str, off: bool = False) -> dict:
+    def _config_row(self, label: str) -> dict:
         style = {"description_width": "initial"}
-        row = {
-            "method": widgets.Dropdown(description=f"{name}: method", style=style),
+        return {
+            "method": widgets.Dropdown(description=label, style=style),
             "setting": widgets.Dropdown(description="setting", style=style),
             "step": widgets.Dropdown(description="steps", style=style),
         }
-        if off:
-            row["method"].description = f"{name} (compare): method"
-        return row
 
     def _options(self) -> None:
         part = self.frontier[self.frontier.fake_language == self.fake.value]
@@ -293,7 +291,7 @@ class Explorer:
         return part.drop_duplicates("lang").assign(label="injected (before unlearning)")
 
     def update(self) -> None:
-        if getattr(self, "updating", False) or not self.languages.value:
+        if self.updating or not self.languages.value:
             return
         rows = [self.injected(), self.selection(self.a)]
         if self.b["method"].value != "off":

@@ -11,6 +11,7 @@ from dataclasses import replace
 from mlul import study
 from mlul.experiment import Lab
 from mlul.stats import shift_test
+from mlul.tables import with_shifts
 
 
 def main() -> None:
@@ -26,15 +27,14 @@ def main() -> None:
         injected_ids, control = study.seed_split(reported, seed, config.control_share)
         spread = study.spread_config(config, injected_ids, control)
         inject = replace(chosen, fake_languages=fake, seed=seed)
-        keyed = ["id", "lang"]
-        after = lab.probe_injected(spread, inject).assign(id=lambda f: f.id.astype(str))
-        base = lab.probe_base(spread).assign(id=lambda f: f.id.astype(str)).set_index(keyed)
-        after = after[after.role == "injected"].set_index(keyed)
+        after = lab.probe_injected(spread, inject)
+        shifted = with_shifts(after[after.role == "injected"], lab.probe_base(spread))
         ppl = lab.utility_injected(spread, inject).set_index("lang").perplexity
         ratio = ppl["en"] / lab.utility_base(spread).set_index("lang").perplexity["en"]
         for lang in dict.fromkeys([fake, "en"]):
-            test = shift_test((after.margin - base.margin).xs(lang, level="lang").to_numpy())
-            rate = after.xs(lang, level="lang").says_fake.mean()
+            own = shifted[shifted.lang == lang]
+            test = shift_test(own.margin_shift.to_numpy())
+            rate = own.says_fake.mean()
             print(
                 f"seed {seed}, {lang}: shift {test['mean']:+.1f} [{test['lo']:+.1f}, {test['hi']:+.1f}] "
                 f"(two-sided p {test['p']:.3g}), fake rate {rate:.2f}, English perplexity x{ratio:.2f} of base"
