@@ -106,6 +106,7 @@ class Lab:
         self.cache = cache or Cache()
         self._cold: dict[str, float] = {}  # per step used at the top level: its cold compute time
         self._depth = 0
+        self._used: list[str] = []  # the top-level steps in the order they were asked for
         self.data = data if isinstance(data, NewsData) else open_data(data)
         self._base = None
         self._tokenizer = None
@@ -185,7 +186,9 @@ class Lab:
         finally:
             self._depth -= 1
         if self._depth == 0:  # a nested step's time is inside its caller's
-            self._cold[kind + json.dumps(key, sort_keys=True, default=str)] = float(out.get("seconds", 0.0))
+            name = kind + json.dumps(key, sort_keys=True, default=str)
+            self._cold[name] = float(out.get("seconds", 0.0))
+            self._used.append(name)
         return out
 
     @property
@@ -193,6 +196,11 @@ class Lab:
         """The cold compute time of the steps this Lab used, each counted once, whether it was
         computed now or read from the cache."""
         return sum(self._cold.values())
+
+    def cold_seconds_since(self, mark: int) -> float:
+        """The cold compute time of the steps used since `mark` (`len(lab._used)` taken earlier),
+        each counted once."""
+        return sum(self._cold[name] for name in set(self._used[mark:]))
 
     def _probe_key(self, config: SpreadConfig, step: str) -> dict:
         injected, control = self.story_ids(config)
@@ -332,8 +340,9 @@ class SpreadResult:
     base: pd.DataFrame  # per (item, probe language), before injection
     per_item: pd.DataFrame  # per (injection language, version, item, probe language), after injection
     summary: pd.DataFrame  # per (injection language, probe language): shifts, rates and controls
-    seconds: float
+    seconds: float  # this call's wall time (short when steps come from the cache)
     notes: list[str] = field(default_factory=list)
+    cold_seconds: float = 0.0  # the compute its steps took when first run
 
 
 def spread(config: SpreadConfig = FAST, lab: Lab | None = None, progress: bool = True) -> SpreadResult:
@@ -341,6 +350,7 @@ def spread(config: SpreadConfig = FAST, lab: Lab | None = None, progress: bool =
     sham) and probe every probe language: the spread matrix with its controls."""
     start = time.perf_counter()
     lab = lab or Lab(config.model, config.device, data=config.data)
+    mark = len(lab._used)
     inject_langs = languages.resolve(config.inject_languages, available=lab.data.languages)
     plan = Plan(["probe"] + ["inject"] * len(inject_langs) * (2 if config.sham else 1), progress)
     plan.start("probing the base model")
@@ -365,7 +375,13 @@ def spread(config: SpreadConfig = FAST, lab: Lab | None = None, progress: bool =
     plan.close()
     per_item = pd.concat(tables, ignore_index=True)
     return SpreadResult(
-        config, base, per_item, pd.concat(summaries, ignore_index=True), time.perf_counter() - start, lab.data.notes
+        config,
+        base,
+        per_item,
+        pd.concat(summaries, ignore_index=True),
+        time.perf_counter() - start,
+        lab.data.notes,
+        lab.cold_seconds_since(mark),
     )
 
 
@@ -457,8 +473,9 @@ class ReproduceResult:
     per_item: pd.DataFrame  # stage x method x setting x step x item x language
     summary: pd.DataFrame  # stage x method x setting x language, final step: shifts, rates, controls
     utility: pd.DataFrame  # stage x method x setting x language: QA accuracy, perplexity
-    seconds: float
+    seconds: float  # this call's wall time (short when steps come from the cache)
     notes: list[str] = field(default_factory=list)
+    cold_seconds: float = 0.0  # the compute its steps took when first run
 
 
 def _split(spec: str) -> list[str]:
@@ -470,6 +487,7 @@ def reproduce(config: ReproduceConfig | None = None, lab: Lab | None = None, pro
     config = config or ReproduceConfig()
     start = time.perf_counter()
     lab = lab or Lab(config.spread.model, config.spread.device, data=config.spread.data)
+    mark = len(lab._used)
     original = config.inject_language
     inject_config = replace(config.spread.inject, fake_languages=original)
     cells = [(m, s) for m in _split(config.methods) for s in _split(config.settings)]
@@ -517,5 +535,11 @@ def reproduce(config: ReproduceConfig | None = None, lab: Lab | None = None, pro
     summary = pd.concat(summaries, ignore_index=True)
     summary[["method", "setting"]] = summary[["method", "setting"]].fillna("-")
     return ReproduceResult(
-        config, per_item, summary, pd.concat(utilities, ignore_index=True), time.perf_counter() - start, lab.data.notes
+        config,
+        per_item,
+        summary,
+        pd.concat(utilities, ignore_index=True),
+        time.perf_counter() - start,
+        lab.data.notes,
+        lab.cold_seconds_since(mark),
     )

@@ -30,13 +30,15 @@ def notebook_paths(folder: str | Path = "notebooks") -> list[Path]:
 
 def fingerprint(notebook) -> str:
     """The hash of what a notebook's outputs depend on: the package's code and data files, and the
-    notebook's own cell sources (not its outputs)."""
+    notebook's code cells. Prose is left out, so that a sentence can be corrected to quote the
+    outputs without re-running them."""
     digest = hashlib.sha256()
     for file in sorted(PACKAGE.rglob("*")):
         if file.is_file() and file.suffix in (".py", ".jsonl", ".json") and "__pycache__" not in file.parts:
             digest.update(file.relative_to(PACKAGE).as_posix().encode() + b"\0" + file.read_bytes())
     for cell in notebook.cells:
-        digest.update(cell.cell_type.encode() + b"\0" + cell.source.encode())
+        if cell.cell_type == "code":
+            digest.update(cell.source.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 

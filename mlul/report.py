@@ -38,6 +38,15 @@ def format_summary(summary: pd.DataFrame, measures: list[str], index: str | list
     return out.to_string(index=False)
 
 
+def timing(result) -> str:
+    """How long a result's steps took to compute when first run, and how long this call took."""
+    cold, now = result.cold_seconds, result.seconds
+    text = f"{cold / 60:.1f} min of compute when its steps were first run on this machine"
+    if now < 0.5 * cold:
+        text += f" (this call: {now:.0f} s, the steps read back from the result cache)"
+    return text
+
+
 def _verdict(claim: str, method: str, verdict: str, test: str, evidence: str) -> dict:
     return {"claim": claim, "method": method, "verdict": verdict, "test": test, "evidence": evidence}
 

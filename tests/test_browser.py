@@ -39,7 +39,8 @@ def _free_port() -> int:
 @pytest.fixture
 def jupyterlab(tmp_path):
     """JupyterLab on a free localhost port, serving a copy of the playground notebook (the test
-    never writes to the repository), with MLUL_SMOKE=1 for a tiny run."""
+    never writes to the repository), with MLUL_SMOKE=1 for a tiny run unless the caller set it (the
+    documented screenshot uses MLUL_SMOKE=0, the fast configuration)."""
     root = tmp_path / "lab"
     (root / "notebooks").mkdir(parents=True)
     shutil.copy(ROOT / "notebooks" / "06_playground.ipynb", root / "notebooks")
@@ -56,7 +57,7 @@ def jupyterlab(tmp_path):
     port, token = _free_port(), "mlul-test"
     env = {
         **os.environ,
-        "MLUL_SMOKE": "1",
+        "MLUL_SMOKE": os.environ.get("MLUL_SMOKE", "1"),
         "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter"),
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
     }

@@ -37,8 +37,12 @@ def test_fingerprint_follows_cells_and_clean_drops_debris():
 
     from mlul.notebooks import clean, fingerprint
 
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("1 + 1"), nbformat.v4.new_markdown_cell("Two.")]
+    )
     before = fingerprint(notebook)
+    notebook.cells[1].source = "Two, as printed above."
+    assert fingerprint(notebook) == before
     notebook.cells[0].source = "1 + 2"
     assert fingerprint(notebook) != before
     notebook.cells[0].outputs = [
@@ -58,3 +62,22 @@ def test_pin_points_colab_at_the_commit():
     pin(notebook, "0123abc")
     setup = next(c.source for c in notebook.cells if c.source.startswith("# Set-up."))
     assert 'COMMIT = "0123abc"' in setup and "checkout" in setup
+
+
+def test_committed_outputs_are_fresh_and_clean():
+    """The committed outputs came from the current code and data (`mlul notebooks` re-runs them),
+    and carry no progress bars, warnings or local paths."""
+    import nbformat
+
+    from mlul.notebooks import _LOCAL_PATH, stale
+
+    assert stale(ROOT / "notebooks") == [], "outputs older than the code: run `mlul notebooks`"
+    for path in notebook_paths(ROOT / "notebooks"):
+        notebook = nbformat.read(path, as_version=4)
+        assert notebook.metadata["mlul"]["command"] == "mlul notebooks", path
+        for cell in notebook.cells:
+            for output in cell.get("outputs", []):
+                assert output.get("name") != "stderr", (path.name, cell.source[:60])
+                text = output.get("text", "") + output.get("data", {}).get("text/plain", "")
+                assert not _LOCAL_PATH.search(text), (path.name, text[:200])
+                assert "Warning" not in text, (path.name, text[:200])

@@ -259,5 +259,17 @@ def test_cold_seconds_count_each_step_once(lab):
     spread = study.spread_config(TINY, ["1", "2"], [])
     lab.probe_base(spread)
     first = lab.cold_seconds
+    mark = len(lab._used)
     lab.probe_base(spread)  # a cache hit
     assert first > 0 and lab.cold_seconds == first and lab.cache.hits == 1
+    assert lab.cold_seconds_since(mark) == first  # a result's own steps, however fast it read them
+
+
+def test_timing_leads_with_the_cold_time():
+    from types import SimpleNamespace
+
+    from mlul.report import timing
+
+    assert timing(SimpleNamespace(cold_seconds=600.0, seconds=3.0)).startswith("10.0 min of compute")
+    assert "read back from the result cache" in timing(SimpleNamespace(cold_seconds=600.0, seconds=3.0))
+    assert "cache" not in timing(SimpleNamespace(cold_seconds=600.0, seconds=590.0))
