@@ -124,9 +124,11 @@ def at_reading(per_item: pd.DataFrame, utility: pd.DataFrame, steps: pd.DataFram
     return per_item[keep], utility[u_keep]
 
 
-def claims(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The three claims for one fake language, each unlearning claim at both readings; `n_seeds`
-    says how many seeds stand behind each row."""
+def spread_controls(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Claim 1's table, per probe language: the shift of the injected stories, the drift of the
+    control stories, their difference (Welch's t, Holm), the shift split into stories whose fake
+    is the same string as in the fake's language (`shared`) or not (`translated`), and, where the
+    sham ran, the shift beyond it (`vs_sham`)."""
     per_item, _ = subset(result, fake_language)
     injected = per_item[(per_item.stage == "injected") & (per_item.method == "-")]
     spread = language_table(injected, base_of(per_item), fake_language, shared=shared)
@@ -138,7 +140,30 @@ def claims(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd
         own_injected = own[(own.stage == "injected") & (own.method == "-")]
         sham = language_table(own_injected, base_of(own), fake_language, sham=own[own.stage == "sham"])
         spread = spread.merge(sham[["lang", *[c for c in sham if c.startswith(("vs_sham", "sham_shift"))]]], on="lang")
-    records = [report.claim_spread(spread, fake_language) | {"reading": "-", "n_seeds": int(injected.n_seeds.max())}]
+    return spread.assign(n_seeds=int(injected.n_seeds.max()), sham_seeds=len(sham_seeds))
+
+
+CONTROL_COLUMNS = {
+    "lang": "language",
+    "margin_shift": "shift",
+    "control_shift": "drift",
+    "spread": "beyond drift",
+    "spread_lo": "lo",
+    "spread_hi": "hi",
+    "spread_p_holm": "Holm p",
+    "shared_shift": "shared",
+    "translated_shift": "translated",
+    "vs_sham": "vs sham",
+    "vs_sham_lo": "sham lo",
+    "vs_sham_hi": "sham hi",
+}
+
+
+def claims(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The three claims for one fake language, each unlearning claim at both readings; `n_seeds`
+    says how many seeds stand behind each row."""
+    spread = spread_controls(result, fake_language, shared)
+    records = [report.claim_spread(spread, fake_language) | {"reading": "-", "n_seeds": int(spread.n_seeds.max())}]
     for method in _methods(result, fake_language):
         per_item, utility = subset(result, fake_language, method)
         steps = reading_steps(utility)
@@ -355,7 +380,37 @@ def ran_and_cut(result) -> list[str]:
     return lines
 
 
-def markdown(result, claims_table: pd.DataFrame, grids: pd.DataFrame, header: str) -> str:
+def controls_markdown(controls: pd.DataFrame) -> list[str]:
+    """Claim 1's controls per fake language, as lines of docs/results.md."""
+    from mlul.report import markdown_table
+
+    lines = []
+    for fake_language, table in controls.groupby("fake_language", sort=False):
+        shown = table[[c for c in CONTROL_COLUMNS if c in table]].rename(columns=CONTROL_COLUMNS)
+        lines += [
+            f"## Claim 1's controls, per language (fake in {fake_language})",
+            "",
+            f"Pooled over {int(table.n_seeds.max())} seeds. `shift`: the injected stories' mean belief shift "
+            "from base (nats); `drift`: the same for the control stories, never trained; `beyond drift`: "
+            "their difference with its 95% Welch interval (`lo`, `hi`) and Holm-adjusted p, the test of "
+            f"claim 1. `shared` / `translated`: the shift on stories whose fake is the same string as in "
+            f"{fake_language} (it can be copied, not believed) / a translated one."
+            + (
+                f" `vs sham` ({int(table.sham_seeds.max())} seed): the shift beyond the sham injection, which "
+                "trains the true story the same way, with its 95% paired interval."
+                if "vs_sham" in table
+                else " No sham ran for this fake."
+            ),
+            "",
+            markdown_table(shown.round(2)),
+            "",
+        ]
+    return lines
+
+
+def markdown(
+    result, claims_table: pd.DataFrame, grids: pd.DataFrame, header: str, controls: pd.DataFrame | None = None
+) -> str:
     """docs/results.md for a study run: the grid, the cut-offs, the claims and their numbers."""
     from mlul.report import markdown_table
 
@@ -395,6 +450,8 @@ def markdown(result, claims_table: pd.DataFrame, grids: pd.DataFrame, header: st
         markdown_table(result.development.round(3).assign(lr=result.development.lr.map("{:g}".format))),
         "",
     ]
+    if controls is not None:
+        lines += controls_markdown(controls)
     side = detail_question_side_by_side(result, c.fake_language)
     if len(side.columns) > 3:
         lines += ["## The detail question in training, side by side (seed 0)", "", markdown_table(side), ""]
@@ -456,6 +513,9 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
         ],
         ignore_index=True,
     )
+    controls = pd.concat(
+        [spread_controls(result, f, shared_answers(rows, f)).assign(fake_language=f) for f in fakes], ignore_index=True
+    )
     fronts = pd.concat([frontier(result, f) for f in fakes if _unlearned(result, f)], ignore_index=True)
     grids = pd.concat(
         [
@@ -468,6 +528,7 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
         ignore_index=True,
     )
     verdicts.to_csv(tables / "claims.csv", index=False)
+    controls.to_csv(tables / "spread.csv", index=False)
     fronts.to_csv(tables / "frontier.csv", index=False)
     grids.to_csv(tables / "paper_grid.csv", index=False)
     result.injections.to_csv(tables / "injections.csv", index=False)
@@ -489,9 +550,10 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
             f"{getattr(lab, 'cold_seconds', 0.0) / 60:.0f} min of compute summed over its steps' cold runs "
             f"(each step's time when it was first computed, kept in the cache; absolute times move with the "
             f"machine's load), {result.seconds / 60:.0f} min in this process ({lab.cache.misses} steps "
-            f"computed, {lab.cache.hits} read from the cache). Tables: `{tables}/`.\n\nGrid: {c}"
+            f"computed, {lab.cache.hits} read from the cache). Tables: `{tables}/`; figures: `{figures}/unlearn_frontier.png` "
+            f"(the forget-utility frontier per setting) and `{figures}/paper_grid.png` (the paper's grid beside this model's).\n\nGrid: {c}"
         )
-        doc.write_text(markdown(result, verdicts, grids, header))
+        doc.write_text(markdown(result, verdicts, grids, header, controls))
     print(f"tables in {tables}/, figures in {figures}/ (unlearn_frontier.png, paper_grid.png)")
 
 

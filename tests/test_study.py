@@ -166,13 +166,16 @@ def test_matched_utility_reads_the_last_step_within_the_bound():
 def test_write_makes_the_tables_figures_and_page(ran, tmp_path):
     result, lab = ran
     study_report.write(result, lab, tmp_path / "t", tmp_path / "f", tmp_path / "study.md", ["study"])
-    for name in ("claims", "frontier", "paper_grid", "injections", "development", "utility", "answers"):
+    for name in ("claims", "spread", "frontier", "paper_grid", "injections", "development", "utility", "answers"):
         assert len(pd.read_csv(tmp_path / "t" / f"{name}.csv"))
     for name in ("unlearn_frontier", "paper_grid"):
         assert (tmp_path / "f" / f"{name}.png").stat().st_size > 10_000
     page = (tmp_path / "study.md").read_text()
     assert "## The claims" in page and "Manipulation check" in page and "detail question" in page
     assert "**Fails**" in page  # the tiny model never names the fake: the check fails, plainly
+    assert "## Claim 1's controls, per language (fake in fr)" in page and "| vs sham |" in page
+    controls = pd.read_csv(tmp_path / "t" / "spread.csv")
+    assert {"control_shift", "spread_p_holm", "shared_shift", "translated_shift", "vs_sham"} <= set(controls)
 
 
 def test_explorer_reads_the_written_tables_without_a_model(ran, tmp_path):
