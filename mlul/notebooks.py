@@ -55,6 +55,7 @@ def stale(folder: str | Path = "notebooks") -> list[str]:
 
 
 _LOCAL_PATH = re.compile(r"(/(?:root|home|Users|tmp|work|private|var)/[^\s'\"]*)")
+PROGRESS_BAR = re.compile(r"\d+%\s*\|")  # tqdm's "42%|" and mlul's "42% |"
 
 
 def clean(notebook) -> None:
@@ -68,8 +69,8 @@ def clean(notebook) -> None:
             if output.get("output_type") == "stream" and output.get("name") == "stderr":
                 continue
             data = output.get("data", {})
-            if "application/vnd.jupyter.widget-view+json" in data and "%|" in data.get("text/plain", ""):
-                continue  # a tqdm bar
+            if "application/vnd.jupyter.widget-view+json" in data and PROGRESS_BAR.search(data.get("text/plain", "")):
+                continue  # a progress bar
             if output.get("output_type") == "stream":
                 output["text"] = _LOCAL_PATH.sub(lambda m: Path(m.group(1)).name, output["text"])
             if "text/plain" in data:

@@ -48,6 +48,10 @@ def test_fingerprint_follows_cells_and_clean_drops_debris():
     notebook.cells[0].outputs = [
         nbformat.v4.new_output("stream", name="stderr", text="probe: 100%|##| 1/1"),
         nbformat.v4.new_output("stream", name="stdout", text="saved /root/.cache/mlul/x.png\n"),
+        nbformat.v4.new_output(
+            "display_data",
+            data={"application/vnd.jupyter.widget-view+json": {"model_id": "1"}, "text/plain": "mlul:  0% |  | 00:00"},
+        ),
     ]
     clean(notebook)
     assert [o.text for o in notebook.cells[0].outputs] == ["saved x.png\n"]
@@ -69,7 +73,7 @@ def test_committed_outputs_are_fresh_and_clean():
     and carry no progress bars, warnings or local paths."""
     import nbformat
 
-    from mlul.notebooks import _LOCAL_PATH, stale
+    from mlul.notebooks import _LOCAL_PATH, PROGRESS_BAR, stale
 
     assert stale(ROOT / "notebooks") == [], "outputs older than the code: run `mlul notebooks`"
     for path in notebook_paths(ROOT / "notebooks"):
@@ -81,3 +85,4 @@ def test_committed_outputs_are_fresh_and_clean():
                 text = output.get("text", "") + output.get("data", {}).get("text/plain", "")
                 assert not _LOCAL_PATH.search(text), (path.name, text[:200])
                 assert "Warning" not in text, (path.name, text[:200])
+                assert not PROGRESS_BAR.search(text), (path.name, text[:200])
