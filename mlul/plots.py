@@ -203,9 +203,11 @@ def unlearn_by_setting(summary: pd.DataFrame, measures=("fake_rate", "margin_shi
 def unlearn_dose_response(
     per_item: pd.DataFrame, measure: str = "margin_shift", method: str | None = None
 ) -> plt.Figure:
-    """`measure` (mean over items) against unlearning steps, one line per probe language, one
-    panel per setting. "margin_shift" is each item's margin minus its base-model margin."""
+    """`measure` (mean over the injected items) against unlearning steps, one line per probe
+    language, one panel per setting. "margin_shift" is each item's margin minus its base-model margin."""
     data = per_item[per_item.stage == "unlearned"].copy()
+    if "role" in data:  # the injected stories only: control stories are the drift, not the fake
+        data = data[data.role == "injected"]
     method = method or data.method.iloc[0]
     data = data[data.method == method]
     if measure == "margin_shift":

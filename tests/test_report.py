@@ -195,3 +195,38 @@ def test_changes_names_what_rose_fell_and_stayed():
     assert table.loc["fr", "left significant (Holm)"]
     assert table.loc["en", "change significant (Holm)"] and not table.loc["en", "left significant (Holm)"]
     assert not table.loc["de", "change significant (Holm)"]
+
+
+def test_dose_response_averages_the_injected_stories_only():
+    """Control stories measure drift: mixing them in would halve the curves of the fake."""
+    from mlul import plots
+
+    rows = []
+    for story, role, margin in (("1", "injected", 6.0), ("2", "injected", 4.0), ("3", "control", 0.0)):
+        rows.append(
+            {
+                "stage": "base",
+                "method": "-",
+                "setting": "-",
+                "step": 0,
+                "id": story,
+                "lang": "fr",
+                "role": role,
+                "margin": 0.0,
+            }
+        )
+        for step in (0, 4):
+            rows.append(
+                {
+                    "stage": "unlearned",
+                    "method": "ga",
+                    "setting": "english",
+                    "step": step,
+                    "id": story,
+                    "lang": "fr",
+                    "role": role,
+                    "margin": margin - step,
+                }
+            )
+    fig = plots.unlearn_dose_response(pd.DataFrame(rows))
+    assert list(fig.axes[0].lines[0].get_ydata()) == [5.0, 1.0]
