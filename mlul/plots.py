@@ -238,7 +238,7 @@ def unlearn_dose_response(
     axes[0][0].set_ylabel(LABELS.get(measure, measure))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, title="probe language", fontsize=8, loc="center right")
-    fig.suptitle(f"Dose-response: the fake along {method} unlearning (mean over items)", fontsize=12)
+    fig.suptitle(f"Dose-response: the fake along {method} unlearning (mean over the injected stories)", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1 - 1.1 / fig.get_figwidth(), 1))
     return fig
 
