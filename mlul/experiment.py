@@ -195,7 +195,7 @@ class Lab:
     def cold_seconds(self) -> float:
         """The cold compute time of the steps this Lab used, each counted once, whether it was
         computed now or read from the cache."""
-        return sum(self._cold.values())
+        return self.cold_seconds_since(0)
 
     def cold_seconds_since(self, mark: int) -> float:
         """The cold compute time of the steps used since `mark` (`len(lab._used)` taken earlier),

@@ -66,8 +66,8 @@ class StudyConfig:
     fake_language: str = "fr"
     settings: str = "english,original,english+original,all"
     core_methods: str = "ga"
-    # the rest: `rest_seeds` seeds. The defaults are what fits a 2-core CPU in about 90 minutes (the
-    # reported run); widen these axes on a GPU: other_methods "npo,grad_diff,ga_kl,dpo,correct",
+    # the rest: `rest_seeds` seeds. With these defaults the whole grid took 193 min of compute on a
+    # 2-core CPU (docs/benchmarks.md); widen these axes on a GPU: other_methods "npo,grad_diff,ga_kl,dpo,correct",
     # other_fake_languages "ru,sw", spread_languages "fr,ru,sw,zh"
     rest_seeds: int = 1
     other_methods: str = "npo"
