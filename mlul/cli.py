@@ -424,7 +424,9 @@ def _study_config(args, data):
             "settings": args.settings,
             "core_methods": args.methods,
             "other_methods": args.other_methods,
+            "other_settings": args.other_settings,
             "other_fake_languages": args.other_fakes,
+            "other_fake_settings": args.other_fake_settings,
             "spread_languages": args.spread,
             "steps": args.steps,
             "unlearn_lr": args.unlearn_lr,
@@ -597,13 +599,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study.add_argument("--dev-stories", type=int, default=None, help="development stories (default 8)")
     study.add_argument(
-        "--settings", default=None, help="language settings (default english,original,english+original,all,en+de)"
+        "--settings",
+        default=None,
+        help="the core comparison's settings (default english,original,english+original,all)",
     )
-    study.add_argument("--methods", default=None, help="the core comparison's methods (default ga,npo)")
-    study.add_argument("--other-methods", default=None, help="methods run with one seed ('' for none)")
+    study.add_argument("--methods", default=None, help="the core comparison's methods (default ga)")
     study.add_argument(
-        "--other-fakes", default=None, help="other fake languages for unlearning, one seed ('' for none)"
+        "--other-methods", default=None, help="methods run with one seed (default npo,grad_diff,dpo; '' for none)"
     )
+    study.add_argument("--other-settings", default=None, help="their settings (default english,english+original,en+de)")
+    study.add_argument(
+        "--other-fakes",
+        default=None,
+        help="other fake languages, unlearned with ga, one seed (default ru; '' for none)",
+    )
+    study.add_argument("--other-fake-settings", default=None, help="their settings (default english,english+original)")
     study.add_argument("--spread", default=None, help="injection languages of the spread matrix ('' for none)")
     study.add_argument("--steps", type=int, default=None, help="unlearning steps of every cell (default 16)")
     study.add_argument("--probe-steps", default=None, help="steps probed along each cell (default 4,8,16)")
