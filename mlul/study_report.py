@@ -353,7 +353,11 @@ def ran_and_cut(result) -> list[str]:
     ran_methods = set(unlearned.method)
     ran_fakes = set(injected.fake_language)
     cut = [m for m in METHODS if m not in ran_methods]
-    cut_fakes = [f for f in ("fr", "ru", "zh", "sw") if f not in ran_fakes]
+    # the design's fake languages: French, a non-Latin high-resource one (ru or zh), Swahili
+    wanted = [("fr",), ("ru", "zh"), ("sw",)]
+    cut_fakes = [" or ".join(w) for w in wanted if not ran_fakes & set(w)]
+    shams = set(injected[injected.stage == "sham"].fake_language)
+    spread_matrix = sorted(ran_fakes & shams)
     seeds_done = sorted(set(unlearned[unlearned.part == "core"].seed))
     lines += [
         "",
@@ -364,7 +368,11 @@ def ran_and_cut(result) -> list[str]:
             for x in (
                 f"methods {', '.join(cut)} not run" if cut else "",
                 f"fake languages {', '.join(cut_fakes)} not injected" if cut_fakes else "",
-                "no sham injection" if not (injected.stage == "sham").any() else "",
+                "no sham injection" if not shams else "",
+                f"the spread matrix has {len(spread_matrix)} of the design's 4 injection languages with a sham "
+                f"({', '.join(spread_matrix) or 'none'}; without one: {', '.join(sorted(ran_fakes - shams)) or 'none'})"
+                if len(spread_matrix) < 4
+                else "",
                 f"the core comparison has {len(seeds_done)} of the design's {design.seeds} seeds"
                 if len(seeds_done) < design.seeds
                 else "",

@@ -276,3 +276,26 @@ def test_timing_leads_with_the_cold_time():
     assert timing(SimpleNamespace(cold_seconds=600.0, seconds=3.0)).startswith("10.0 min of compute")
     assert "read back from the result cache" in timing(SimpleNamespace(cold_seconds=600.0, seconds=3.0))
     assert "cache" not in timing(SimpleNamespace(cold_seconds=600.0, seconds=590.0))
+
+
+def test_what_was_cut_names_the_missing_fakes_methods_and_shams():
+    rows = [
+        {"stage": "unlearned", "part": "core", "seed": 0, "fake_language": "fr", "method": "ga", "setting": "english"},
+        {
+            "stage": "unlearned",
+            "part": "methods",
+            "seed": 0,
+            "fake_language": "fr",
+            "method": "dpo",
+            "setting": "english",
+        },
+        {"stage": "injected", "part": None, "seed": 0, "fake_language": "fr", "method": "-", "setting": "-"},
+        {"stage": "injected", "part": None, "seed": 0, "fake_language": "ru", "method": "-", "setting": "-"},
+        {"stage": "sham", "part": None, "seed": 0, "fake_language": "fr", "method": "-", "setting": "-"},
+    ]
+    result = type("Result", (), {"probes": pd.DataFrame(rows)})()
+    cut = "\n".join(study_report.ran_and_cut(result))
+    assert "methods grad_diff, ga_kl, npo, correct not run" in cut
+    assert "fake languages sw not injected" in cut  # ru stands for the non-Latin high-resource fake
+    assert "1 of the design's 4 injection languages with a sham (fr; without one: ru)" in cut
+    assert "3 seeds" in cut and "1 of the design's 3 seeds" in cut
