@@ -427,10 +427,11 @@ def unlearn_key(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnConfig
     }
 
 
-def run_unlearning(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnConfig) -> dict:
+def run_unlearning(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnConfig, watch=None) -> dict:
     """One cell: unlearn the injected model with one method in one setting (cached).
 
-    Returns {"adapter", "log", "dose" (per step x item x language), "utility" (per language)}."""
+    `watch(step, probe table or None)` follows the run as it trains (`unlearn`); a cached cell
+    returns at once, without calling it. Returns {"adapter", "log", "dose" (per step x item x language), "utility" (per language)}."""
     inject_config = replace(config.spread.inject, fake_languages=config.inject_language)
 
     def run():
@@ -445,6 +446,14 @@ def run_unlearning(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnCon
         # fraction of the cost of every language.
         along = replace(config.spread, probe_languages=",".join(dict.fromkeys(["en", config.inject_language])))
         measure_utility = (lambda m: lab._utility(m, along)) if unlearn_config.utility_at_probes else None
+        roles = {str(r["id"]): r["role"] for r in probe_rows}
+
+        def with_roles(table: pd.DataFrame) -> pd.DataFrame:
+            return table.assign(role=[roles[str(i)] for i in table.id])
+
+        follow = (
+            None if watch is None else lambda step, table: watch(step, None if table is None else with_roles(table))
+        )
         model, log, dose = unlearn(
             model,
             lab.tokenizer,
@@ -454,9 +463,9 @@ def run_unlearning(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnCon
             probe_rows,
             start=start,
             utility=measure_utility,
+            watch=follow,
         )
-        roles = {str(r["id"]): r["role"] for r in probe_rows}
-        dose = dose.assign(role=[roles[str(i)] for i in dose.id])
+        dose = with_roles(dose)
         return {
             "adapter": trainable_state(model),
             "log": log,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,9 @@ from mlul import languages
 from mlul.inject import story_examples
 from mlul.languages import answer_text, qa_prompt
 from mlul.lm import Example, PairExample, encode_pair, label_logits, label_logprobs, lm_loss
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METHODS = ("ga", "grad_diff", "ga_kl", "npo", "dpo", "correct")
 SETTINGS = ("english", "original", "english+original", "all")
@@ -215,6 +219,7 @@ def unlearn(
     start=None,
     generate_every_probe: bool = False,
     utility=None,
+    watch: Callable[[int, pd.DataFrame | None], None] | None = None,
 ):
     """Unlearn the fake details of `rows` from an injected `model`.
 
@@ -226,6 +231,8 @@ def unlearn(
     `generate_every_probe` or `config.stop_fake_rate` needs the greedy answers.
     `utility`: a function of the model returning a per-language utility table (`probe.utility`); if
     given it runs at every probe step after step 0 and its columns join the dose-response table.
+    `watch(step, table)`: called at step 0 and after every optimizer step, with that step's probe
+    table if it was probed (else None), to draw progress and a plot as training runs.
     Returns (model with adapters, training log, dose-response table: one row per step x item x language).
     """
     import pandas as pd
@@ -271,6 +278,8 @@ def unlearn(
         if utility is not None and step > 0:
             known = known.merge(utility(current), on="lang", how="left")
         doses.append(known)
+        if watch is not None:
+            watch(step, known)
         return stop
 
     if measure(0, model):  # the stopping rule already holds: nothing to unlearn
@@ -286,6 +295,8 @@ def unlearn(
     def on_step(step: int, current) -> bool:
         if step in marks:
             return measure(step, current)
+        if watch is not None:
+            watch(step, None)
         return False
 
     train_config = TrainConfig(

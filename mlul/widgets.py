@@ -82,7 +82,7 @@ class Playground:
             style=style,
         )
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
-        self.progress = widgets.IntProgress(value=0, min=0, max=3, description="idle")
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="idle")
         self.status = widgets.HTML()
         # The plot is a PNG in an Image widget: it updates in place in every front end (and in tests).
         self.plot = widgets.Image(format="png", layout=widgets.Layout(max_width="1000px"))
@@ -146,8 +146,11 @@ class Playground:
             method=self.method.value,
             setting=setting,
             steps=self.steps.value,
+            epochs=None,  # the slider's steps, not passes over the forget data
             lr=self.lr.value,
-            probe_every=max(1, self.steps.value // 3),
+            probe_every=max(1, self.steps.value // 3),  # three redraws along the way
+            probe_points=None,
+            probe_steps=None,
         )
 
     def run(self) -> None:
@@ -155,38 +158,48 @@ class Playground:
         try:
             config = replace(self.config, inject_language=self.inject_language.value)
             unlearn_config = self.unlearn_config()
-            self._stage(1, "injecting (cached after the first run)")
+            steps = unlearn_config.steps
+            self._stage(0, steps, "injecting (cached after the first run)")
             inject_config = replace(config.spread.inject, fake_languages=config.inject_language)
             base = self.lab.probe_base(config.spread)
-            injected = self.lab.probe_injected(config.spread, inject_config)
-            self._stage(2, f"unlearning: {unlearn_config.method} in {unlearn_config.setting}")
-            cell = run_unlearning(self.lab, config, unlearn_config)
-            final = cell["dose"][cell["dose"].step == cell["dose"].step.max()].drop(columns=["step", "qa_retained"])
-            summary = pd.concat(
-                [
-                    language_table(injected, base).assign(stage="injected", method="-", setting="-"),
-                    language_table(final, base).assign(
-                        stage="unlearned", method=unlearn_config.method, setting=unlearn_config.setting
-                    ),
-                ],
-                ignore_index=True,
-            )
-            self.last_summary = summary
-            self._stage(3, "done")
-            fig = plots.unlearn_by_setting(summary, measures=self.measure.value)
-            self.plot.value = plots.png_bytes(fig)
-            self.figures += 1
-            self.status.value = (
-                f"<b>done</b>: {unlearn_config.method} in {unlearn_config.setting}, {unlearn_config.steps} steps"
-            )
+            injected = language_table(self.lab.probe_injected(config.spread, inject_config), base)
+            label = f"{unlearn_config.method} in {unlearn_config.setting}"
+
+            def watch(step: int, table: pd.DataFrame | None) -> None:
+                self._stage(step, steps, f"unlearning: {label}, step {step} of {steps}")
+                if table is not None and 0 < step < steps:  # a probe along the way: redraw
+                    self._draw(injected, language_table(table, base), unlearn_config, step)
+
+            cell = run_unlearning(self.lab, config, unlearn_config, watch=watch)
+            dose = cell["dose"]
+            self._draw(injected, language_table(dose[dose.step == dose.step.max()], base), unlearn_config, steps)
+            self._stage(steps, steps, f"<b>done</b>: {label}, {steps} steps")
         except ValueError as err:
             self.status.value = f"<span style='color:#b00'>error: {err}</span>"
         finally:
             self.run_button.disabled = False
 
-    def _stage(self, value: int, text: str) -> None:
-        self.progress.value = value
-        self.progress.description = f"{value}/3"
+    def _draw(self, injected: pd.DataFrame, unlearned: pd.DataFrame, config: UnlearnConfig, step: int) -> None:
+        """Injected vs unlearned (after `step` steps) per probe language, drawn into the plot."""
+        summary = pd.concat(
+            [
+                injected.assign(stage="injected", method="-", setting="-"),
+                unlearned.assign(stage="unlearned", method=config.method, setting=config.setting),
+            ],
+            ignore_index=True,
+        )
+        self.last_summary = summary
+        # Between the end points a probe scores belief only: no answers, so no fake rate to draw yet.
+        measure = self.measure.value if unlearned[self.measure.value].notna().any() else "margin_shift"
+        fig = plots.unlearn_by_setting(summary, measures=measure)
+        fig.suptitle(f"What remains of the fake after {step} of {config.steps} unlearning steps", fontsize=13)
+        self.plot.value = plots.png_bytes(fig)
+        self.figures += 1
+
+    def _stage(self, step: int, steps: int, text: str) -> None:
+        self.progress.max = steps
+        self.progress.value = step
+        self.progress.description = f"step {step}/{steps}"
         self.status.value = text
 
     def _ipython_display_(self) -> None:

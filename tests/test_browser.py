@@ -1,4 +1,5 @@
-"""A real browser: JupyterLab on localhost, the playground notebook, the run button, a new plot.
+"""A real browser: JupyterLab on localhost, the playground notebook, the run button, a plot that
+updates as training runs.
 
 Needs Debian's chromium (installed by .ci/run) and the Python playwright package."""
 
@@ -55,12 +56,15 @@ def jupyterlab(tmp_path):
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')  # no pop-up over the page
     port, token = _free_port(), "mlul-test"
+    smoke = os.environ.get("MLUL_SMOKE", "1")
     env = {
         **os.environ,
-        "MLUL_SMOKE": os.environ.get("MLUL_SMOKE", "1"),
+        "MLUL_SMOKE": smoke,
         "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter"),
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
     }
+    if smoke == "1":  # an empty result cache: the run trains, so the plot must update as it does
+        env["MLUL_RESULTS"] = str(tmp_path / "results")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -129,6 +133,16 @@ def test_playground_runs_in_jupyterlab(jupyterlab, tmp_path):
         explore_panels(page, tmp_path)
         drawn = "[...document.querySelectorAll('img.widget-image')].filter(i => i.naturalWidth > 0).length"
         before = page.evaluate(drawn)
+        # Each new picture in the playground's plot, with the status line at that moment.
+        page.evaluate(
+            """() => {
+                const img = [...document.querySelectorAll('img.widget-image')].at(-1);
+                window.mlulDraws = [];
+                new MutationObserver(() => window.mlulDraws.push(
+                    [...document.querySelectorAll('.widget-html')].at(-1).innerText
+                )).observe(img, {attributes: true, attributeFilter: ['src']});
+            }"""
+        )
         run_button.click()
         page.wait_for_function(
             f"{drawn} > {before} || document.querySelector('.widget-html')?.innerText.includes('done')",
@@ -136,12 +150,16 @@ def test_playground_runs_in_jupyterlab(jupyterlab, tmp_path):
         )
         page.wait_for_function(f"{drawn} > {before}", timeout=60_000)
         status = page.locator(".widget-html").last.inner_text()
+        draws = page.evaluate("window.mlulDraws")
         page.locator("img.widget-image").last.scroll_into_view_if_needed()
         shot = Path(os.environ.get("MLUL_SCREENSHOT", tmp_path / "playground.png"))
         page.screenshot(path=str(shot), full_page=False)
         browser.close()
     assert "done" in status
     assert shot.stat().st_size > 10_000
+    if os.environ.get("MLUL_SMOKE", "1") == "1":  # trained from an empty cache: redrawn along the way
+        along = [d for d in draws if "unlearning" in d and "step" in d]
+        assert len(set(along)) >= 2, f"the plot did not update as training ran: {draws}"
 
 
 def explore_panels(page, tmp_path) -> None:

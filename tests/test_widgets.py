@@ -1,5 +1,7 @@
 """The playground's logic without a browser: build the panel, press its buttons."""
 
+from dataclasses import replace
+
 import pytest
 
 from mlul import widgets
@@ -41,13 +43,40 @@ def test_language_options_are_grouped_by_tier_then_script():
 def test_run_button_draws_a_plot_and_reports(playground):
     assert playground.figures == 0
     playground.run_button.click()
-    assert playground.figures == 1, playground.status.value
+    assert playground.figures == 2, playground.status.value  # after step 1 of 2, then at the end
     assert "done" in playground.status.value
     assert playground.progress.value == playground.progress.max
     summary = playground.last_summary
     assert set(summary.stage) == {"injected", "unlearned"}
     assert set(summary.lang) == {"en", "fr"}
     assert bytes(playground.plot.value).startswith(b"\x89PNG")  # the plot, drawn in place
+
+
+def test_the_plot_and_the_progress_bar_follow_the_training(playground):
+    drawn = []  # (step drawn, progress bar's value and maximum at that moment, status)
+    draw = playground._draw
+
+    def spy(injected, unlearned, config, step):
+        drawn.append((step, playground.progress.value, playground.progress.max, playground.status.value))
+        draw(injected, unlearned, config, step)
+
+    playground._draw = spy
+    playground.steps.value = 3  # probed every step: redrawn after steps 1 and 2, then at the end
+    playground.run_button.click()
+    assert [(step, value, top) for step, value, top, _ in drawn] == [(1, 1, 3), (2, 2, 3), (3, 3, 3)]
+    assert "step 1 of 3" in drawn[0][3] and "done" in playground.status.value
+    unlearned = playground.last_summary[playground.last_summary.stage == "unlearned"]
+    assert unlearned.margin_shift.notna().all()  # a belief-only probe along the way still has its shift
+    drawn.clear()
+    playground.run_button.click()  # now cached: the result comes back at once, drawn once
+    assert [step for step, *_ in drawn] == [3]
+
+
+def test_the_steps_slider_sets_the_steps_even_when_the_config_counts_passes(playground):
+    playground.config = replace(playground.config, unlearn=replace(playground.config.unlearn, epochs=4, probe_points=3))
+    playground.steps.value = 5
+    config = playground.unlearn_config()
+    assert (config.steps, config.epochs, config.probe_points, config.probe_every) == (5, None, None, 1)
 
 
 def test_changing_method_and_setting_changes_the_run(playground):
