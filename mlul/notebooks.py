@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 import re
 import time
@@ -54,13 +55,15 @@ def stale(folder: str | Path = "notebooks") -> list[str]:
     return out
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 _LOCAL_PATH = re.compile(r"(/(?:root|home|Users|tmp|work|private|var)/[^\s'\"]*)")
 PROGRESS_BAR = re.compile(r"\d+%\s*\|")  # tqdm's "42%|" and mlul's "42% |"
 
 
 def clean(notebook) -> None:
     """Drop what must not be committed: stderr streams (progress bars, warnings), progress-bar
-    widgets, and local file paths in text outputs (shown as their last part)."""
+    widgets (and their saved state), and local file paths in text outputs (shown as their last part)."""
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
@@ -69,7 +72,7 @@ def clean(notebook) -> None:
             if output.get("output_type") == "stream" and output.get("name") == "stderr":
                 continue
             data = output.get("data", {})
-            if "application/vnd.jupyter.widget-view+json" in data and PROGRESS_BAR.search(data.get("text/plain", "")):
+            if WIDGET_VIEW in data and PROGRESS_BAR.search(data.get("text/plain", "")):
                 continue  # a progress bar
             if output.get("output_type") == "stream":
                 output["text"] = _LOCAL_PATH.sub(lambda m: Path(m.group(1)).name, output["text"])
@@ -77,6 +80,32 @@ def clean(notebook) -> None:
                 data["text/plain"] = _LOCAL_PATH.sub(lambda m: Path(m.group(1)).name, data["text/plain"])
             kept.append(output)
         cell["outputs"] = kept
+    prune_widget_state(notebook)
+
+
+def prune_widget_state(notebook) -> None:
+    """Keep the saved state of the widgets the outputs still show, and of the models those refer
+    to; a dropped progress bar leaves none of its models behind in the notebook's metadata."""
+    saved = notebook.metadata.get("widgets", {}).get(WIDGET_STATE)
+    if not saved:
+        return
+    state = saved.get("state", {})
+    todo = [
+        o["data"][WIDGET_VIEW]["model_id"]
+        for c in notebook.cells
+        for o in c.get("outputs", [])
+        if WIDGET_VIEW in o.get("data", {})
+    ]
+    keep: set[str] = set()
+    while todo:
+        model = todo.pop()
+        if model in keep or model not in state:
+            continue
+        keep.add(model)
+        todo += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[model]))
+    saved["state"] = {k: v for k, v in state.items() if k in keep}
+    if not keep:
+        del notebook.metadata["widgets"]
 
 
 def head_commit(folder: str | Path) -> str | None:

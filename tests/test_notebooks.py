@@ -53,8 +53,22 @@ def test_fingerprint_follows_cells_and_clean_drops_debris():
             data={"application/vnd.jupyter.widget-view+json": {"model_id": "1"}, "text/plain": "mlul:  0% |  | 00:00"},
         ),
     ]
+    kept = nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "a1"}})
+    notebook.cells[0].outputs.append(kept)
+    model = {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_b2"], "layout": "IPY_MODEL_c3"}}
+    notebook.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {
+            "state": {"a1": model, "b2": {"state": {}}, "c3": {"state": {}}, "1": {"state": {}}, "d4": {"state": {}}},
+            "version_major": 2,
+        }
+    }
     clean(notebook)
-    assert [o.text for o in notebook.cells[0].outputs] == ["saved x.png\n"]
+    assert [o.get("text") for o in notebook.cells[0].outputs] == ["saved x.png\n", None]
+    saved = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert set(saved) == {"a1", "b2", "c3"}  # the shown widget and its parts; the bar's models are gone
+    notebook.cells[0].outputs.pop()
+    clean(notebook)
+    assert "widgets" not in notebook.metadata
 
 
 def test_pin_points_colab_at_the_commit():
@@ -73,11 +87,15 @@ def test_committed_outputs_are_fresh_and_clean():
     and carry no progress bars, warnings or local paths."""
     import nbformat
 
-    from mlul.notebooks import _LOCAL_PATH, PROGRESS_BAR, stale
+    from mlul.notebooks import _LOCAL_PATH, PROGRESS_BAR, prune_widget_state, stale
 
     assert stale(ROOT / "notebooks") == [], "outputs older than the code: run `mlul notebooks`"
     for path in notebook_paths(ROOT / "notebooks"):
         notebook = nbformat.read(path, as_version=4)
+        saved = notebook.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+        before = len(saved.get("state", {}))
+        prune_widget_state(notebook)
+        assert len(saved.get("state", {})) == before, (path.name, "widget state of widgets no output shows")
         assert notebook.metadata["mlul"]["command"] == "mlul notebooks", path
         for cell in notebook.cells:
             for output in cell.get("outputs", []):
