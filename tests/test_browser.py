@@ -144,10 +144,8 @@ def test_playground_runs_in_jupyterlab(jupyterlab, tmp_path):
             }"""
         )
         run_button.click()
-        page.wait_for_function(
-            f"{drawn} > {before} || document.querySelector('.widget-html')?.innerText.includes('done')",
-            timeout=900_000,
-        )
+        status_line = "[...document.querySelectorAll('.widget-html')].at(-1).innerText"
+        page.wait_for_function(f"/done|error/.test({status_line})", timeout=900_000)
         page.wait_for_function(f"{drawn} > {before}", timeout=60_000)
         status = page.locator(".widget-html").last.inner_text()
         draws = page.evaluate("window.mlulDraws")
