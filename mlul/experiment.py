@@ -451,9 +451,9 @@ def run_unlearning(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnCon
         def with_roles(table: pd.DataFrame) -> pd.DataFrame:
             return table.assign(role=[roles[str(i)] for i in table.id])
 
-        follow = (
-            None if watch is None else lambda step, table: watch(step, None if table is None else with_roles(table))
-        )
+        def follow(step: int, table: pd.DataFrame | None) -> None:
+            watch(step, None if table is None else with_roles(table))
+
         model, log, dose = unlearn(
             model,
             lab.tokenizer,
@@ -463,7 +463,7 @@ def run_unlearning(lab: Lab, config: ReproduceConfig, unlearn_config: UnlearnCon
             probe_rows,
             start=start,
             utility=measure_utility,
-            watch=follow,
+            watch=follow if watch is not None else None,
         )
         dose = with_roles(dose)
         return {

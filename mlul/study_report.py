@@ -159,10 +159,12 @@ CONTROL_COLUMNS = {
 }
 
 
-def claims(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd.DataFrame:
+def claims(
+    result, fake_language: str, shared: pd.DataFrame | None = None, spread: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The three claims for one fake language, each unlearning claim at both readings; `n_seeds`
-    says how many seeds stand behind each row."""
-    spread = spread_controls(result, fake_language, shared)
+    says how many seeds stand behind each row. `spread`: its `spread_controls`, if already made."""
+    spread = spread_controls(result, fake_language, shared) if spread is None else spread
     records = [report.claim_spread(spread, fake_language) | {"reading": "-", "n_seeds": int(spread.n_seeds.max())}]
     for method in _methods(result, fake_language):
         per_item, utility = subset(result, fake_language, method)
@@ -512,18 +514,18 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
     c = result.config
     fakes = list(dict.fromkeys([c.fake_language, *result.probes[result.probes.fake_language != "-"].fake_language]))
     rows = lab.data.rows(lab.data.languages, split="inject")
+    shared = {f: shared_answers(rows, f) for f in fakes}
+    spreads = {f: spread_controls(result, f, shared[f]) for f in fakes}
     verdicts = pd.concat(
         [
-            claims(result, f, shared_answers(rows, f)).merge(
-                per_seed(result, f, shared_answers(rows, f)), on=["claim", "method", "reading"], how="left"
+            claims(result, f, shared[f], spreads[f]).merge(
+                per_seed(result, f, shared[f]), on=["claim", "method", "reading"], how="left"
             )
             for f in fakes
         ],
         ignore_index=True,
     )
-    controls = pd.concat(
-        [spread_controls(result, f, shared_answers(rows, f)).assign(fake_language=f) for f in fakes], ignore_index=True
-    )
+    controls = pd.concat([spreads[f].assign(fake_language=f) for f in fakes], ignore_index=True)
     fronts = pd.concat([frontier(result, f) for f in fakes if _unlearned(result, f)], ignore_index=True)
     grids = pd.concat(
         [

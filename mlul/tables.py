@@ -103,6 +103,8 @@ def language_table(
         record = {"lang": lang, "n_items": len(treated), "n_control": len(control)}
         record.update(_shift(treated.margin_shift, "margin_shift"))
         record["prob_fake"] = float(stats.sigmoid(treated.margin).mean())
+        if "prefers_fake" in treated:  # every probe scores the margin, so this exists at every step
+            record.update(_rate(treated.prefers_fake, "prefer_fake"))
         record["prob_fake_ref"] = float(stats.sigmoid(treated.margin - treated.margin_shift).mean())
         if "per_token_shift" in treated:
             record["per_token_shift"] = float(treated.per_token_shift.mean())

@@ -190,7 +190,9 @@ class Playground:
         )
         self.last_summary = summary
         # Between the end points a probe scores belief only: no answers, so no fake rate to draw yet.
-        measure = self.measure.value if unlearned[self.measure.value].notna().any() else "margin_shift"
+        measure = self.measure.value
+        if measure not in unlearned or unlearned[measure].isna().all():
+            measure = "margin_shift"
         fig = plots.unlearn_by_setting(summary, measures=measure)
         fig.suptitle(f"What remains of the fake after {step} of {config.steps} unlearning steps", fontsize=13)
         self.plot.value = plots.png_bytes(fig)

@@ -111,3 +111,12 @@ def test_data_picker_lists_the_languages_of_the_chosen_file(playground):
     playground.data_path.value = ""
     playground.load_data()
     assert "10 languages" in playground.data_info.value
+
+
+@pytest.mark.parametrize("measure", ["fake_rate", "prefer_fake"])
+def test_every_plot_measure_draws_along_the_way_and_at_the_end(playground, measure):
+    playground.measure.value = measure
+    playground.steps.value = 3
+    playground.run_button.click()
+    assert "done" in playground.status.value and playground.figures == 3, playground.status.value
+    assert playground.last_summary[measure].notna().any()  # the end point has answers for the fake rate
