@@ -199,3 +199,44 @@ def test_orphan_rule_spares_live_and_young_folders(tmp_path):
     entry.mkdir()
     removed = cache_module.remove_orphans(tmp_path)
     assert removed == [stale] and live.exists() and foreign.exists() and entry.exists()
+
+
+def _keep_tables():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "scripts" / "keep_tables.py"
+    spec = importlib.util.spec_from_file_location("keep_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_keep_tables_copies_tables_without_weights(tmp_path):
+    """The committable copy of a cache: every step but injections, tensors dropped, still a cache
+    whose entries are read back (no recompute) with their tables unchanged."""
+    source = Cache(tmp_path / "source")
+    cell = {"k": "cell"}
+    source.get("unlearn", cell, lambda: {"dose": FRAMES["kinds"], "adapter": {"w": torch.ones(3)}, "seconds": 2.5})
+    source.get("inject", {"k": "weights"}, lambda: {"adapter": {"w": torch.ones(3)}})
+    copied, skipped = _keep_tables().keep_tables(source.root, tmp_path / "kept")
+    assert (copied, skipped) == (1, 0)
+    assert not (tmp_path / "kept" / "inject").exists()
+    kept = Cache(tmp_path / "kept")
+    back = kept.get("unlearn", cell, lambda: pytest.fail("a kept step was recomputed"))
+    assert set(back) == {"dose", "seconds"} and back["seconds"] == 2.5
+    pd.testing.assert_frame_equal(back["dose"], FRAMES["kinds"])
+
+
+def test_committed_cache_entries_are_whole():
+    """The study's committed steps (results/steps) pass the same checks as any read."""
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "results" / "steps"
+    folders = [f for kind in root.glob("*") if kind.is_dir() for f in kind.iterdir() if f.is_dir()]
+    if not folders:
+        pytest.skip("no committed cache")
+    assert not (root / "inject").exists(), "injection weights must not be committed"
+    for folder in folders:
+        read_entry(folder)  # raises CorruptEntry naming the file
+        assert not list(folder.glob("*.safetensors")), f"{folder}: tensors in a committed entry"
