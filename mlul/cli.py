@@ -434,6 +434,8 @@ def _study_config(args, data):
         }.items()
         if v is not None
     }
+    if args.detail_question:
+        changes["detail_question_check"] = True
     if args.probe_steps is not None:
         try:
             changes["probe_steps"] = tuple(int(s) for s in args.probe_steps.split(",") if s.strip())
@@ -615,6 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study.add_argument("--other-fake-settings", default=None, help="their settings (default english,english+original)")
     study.add_argument("--spread", default=None, help="injection languages of the spread matrix ('' for none)")
+    study.add_argument(
+        "--detail-question",
+        action="store_true",
+        help="one more injection with the detail question trained (the earlier design), side by side",
+    )
     study.add_argument("--steps", type=int, default=None, help="unlearning steps of every cell (default 16)")
     study.add_argument("--probe-steps", default=None, help="steps probed along each cell (default 4,8,16)")
     study.add_argument("--unlearn-lr", type=float, default=None, help="unlearning learning rate (default 1e-4)")

@@ -298,6 +298,23 @@ def similarity_map(similarity: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+# One colour per unlearning method, the same in every figure; hues far apart (tab10), so that methods
+# plotted together (npo, ga_kl, correct) are not three oranges.
+METHOD_COLORS = {
+    "ga": "#1f77b4",
+    "grad_diff": "#2ca02c",
+    "ga_kl": "#9467bd",
+    "npo": "#ff7f0e",
+    "dpo": "#d62728",
+    "correct": "#17becf",
+}
+
+
+def _method_colors(methods) -> dict[str, str]:
+    spare = iter(c for c in sns.color_palette("tab10").as_hex() if c not in METHOD_COLORS.values())
+    return {m: METHOD_COLORS.get(m) or next(spare, "#7f7f7f") for m in methods}
+
+
 def unlearn_frontier(frontier: pd.DataFrame, ratio_bound: float = 1.5, margin: float = 2.0) -> plt.Figure:
     """The forget-utility frontier, one panel per language setting: the fake's shift from base
     (mean over stories) against English perplexity (ratio to the injected model), one point per
@@ -305,7 +322,7 @@ def unlearn_frontier(frontier: pd.DataFrame, ratio_bound: float = 1.5, margin: f
     fake = frontier.fake_language.iloc[0]
     settings = list(dict.fromkeys(frontier.setting))
     methods = list(dict.fromkeys(frontier.method))
-    colors = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    colors = _method_colors(methods)
     fig, axes = plt.subplots(1, len(settings), figsize=(3.6 * len(settings) + 1.6, 3.9), sharey=True, squeeze=False)
     for ax, setting in zip(axes[0], settings):
         for method in methods:

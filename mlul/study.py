@@ -102,13 +102,13 @@ def check(config: StudyConfig, lab: Lab) -> None:
             if check_one is None and v not in valid:
                 raise StudyError(f"{axis}: unknown value {v!r}; choose from {', '.join(valid)}")
             if check_one is not None:
-                check_one(v)
+                check_one(axis, v)
 
-    def setting(v: str) -> None:
+    def setting(axis: str, v: str) -> None:
         try:
             setting_languages(v, config.fake_language)
         except ValueError as err:
-            raise StudyError(f"settings: {v!r}: {err}") from None
+            raise StudyError(f"{axis}: {v!r}: {err}") from None
 
     langs("fake_language", config.fake_language)
     for axis in ("other_fake_languages", "spread_languages"):  # may be empty: that part is skipped

@@ -181,6 +181,23 @@ def claims(
     return pd.DataFrame(records).assign(fake_language=fake_language)
 
 
+DETAIL_STAGE = "injected (detail question trained)"
+
+
+def detail_question_claim(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Claim 1, same test, for the injection that also trains the detail question (the earlier
+    design; seed 0 only): one row, or none if that injection did not run."""
+    probes = result.probes
+    seeds = set(probes[(probes.stage == DETAIL_STAGE) & (probes.fake_language == fake_language)].seed)
+    if not seeds:
+        return pd.DataFrame()
+    per_item = pooled(probes[probes.seed.isin(seeds)], fake_language)
+    table = language_table(per_item[per_item.stage == DETAIL_STAGE], base_of(per_item), fake_language, shared=shared)
+    row = report.claim_spread(table, fake_language)
+    extra = {"reading": "detail question trained", "n_seeds": len(seeds), "per_seed": row["verdict"]}
+    return pd.DataFrame([row | extra]).assign(fake_language=fake_language)
+
+
 def per_seed(result, fake_language: str, shared: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each claim's verdict within each seed alone (its own injection, controls and unlearning
     runs): the pooled intervals treat seeds as fixed, so agreement across seeds is the check on
@@ -305,7 +322,7 @@ def detail_question_side_by_side(result, fake_language: str) -> pd.DataFrame:
     probes = result.probes[(result.probes.seed == 0) & result.probes.fake_language.isin([fake_language, "-"])]
     base = probes[probes.stage == "base"].assign(id=lambda f: f.id.astype(str))
     columns = {}
-    for stage, name in (("injected", "without detail question"), ("injected (detail question trained)", "with it")):
+    for stage, name in (("injected", "without detail question"), (DETAIL_STAGE, "with it")):
         part = probes[(probes.stage == stage) & (probes.role == "injected")].assign(id=lambda f: f.id.astype(str))
         if part.empty:
             continue
@@ -361,33 +378,45 @@ def ran_and_cut(result) -> list[str]:
     shams = set(injected[injected.stage == "sham"].fake_language)
     spread_matrix = sorted(ran_fakes & shams)
     seeds_done = sorted(set(unlearned[unlearned.part == "core"].seed))
+    few_seeds = [
+        f"the {part} part on {group.seed.nunique()} seed{'s' * (group.seed.nunique() > 1)}, settings "
+        f"{', '.join(dict.fromkeys(group.setting))}"
+        for part, group in unlearned[unlearned.part != "core"].groupby("part", sort=False)
+        if group.seed.nunique() < design.seeds
+    ]
+    cuts = [
+        x
+        for x in (
+            f"methods {', '.join(cut)} not run" if cut else "",
+            f"fake languages {', '.join(cut_fakes)} not injected" if cut_fakes else "",
+            "no sham injection" if not shams else "",
+            f"the spread matrix has {len(spread_matrix)} of the design's 4 injection languages with a sham "
+            f"({', '.join(spread_matrix) or 'none'}; without one: {', '.join(sorted(ran_fakes - shams)) or 'none'})"
+            if len(spread_matrix) < 4
+            else "",
+            f"the core comparison has {len(seeds_done)} of the design's {design.seeds} seeds"
+            if len(seeds_done) < design.seeds
+            else "",
+            "the detail-question side-by-side not run" if not injected.stage.str.contains("detail").any() else "",
+            *few_seeds,
+        )
+        if x
+    ]
     lines += [
         "",
         "Cut from the full design (every method on every setting, fakes in fr, ru or zh, and sw, "
         "the spread matrix for four injection languages, each with its sham, at least 3 seeds): "
-        + "; ".join(
-            x
-            for x in (
-                f"methods {', '.join(cut)} not run" if cut else "",
-                f"fake languages {', '.join(cut_fakes)} not injected" if cut_fakes else "",
-                "no sham injection" if not shams else "",
-                f"the spread matrix has {len(spread_matrix)} of the design's 4 injection languages with a sham "
-                f"({', '.join(spread_matrix) or 'none'}; without one: {', '.join(sorted(ran_fakes - shams)) or 'none'})"
-                if len(spread_matrix) < 4
-                else "",
-                f"the core comparison has {len(seeds_done)} of the design's {design.seeds} seeds"
-                if len(seeds_done) < design.seeds
-                else "",
-                "the detail-question side-by-side not run" if not injected.stage.str.contains("detail").any() else "",
-            )
-            if x
-        )
+        + ("; ".join(cuts) or "nothing")
         + ". Rows with fewer seeds have intervals over the same stories but a single injection: "
         "they cannot show seed-to-seed variation (see `per seed` in the claims table), and a claim "
         "1 without a sham rests on the drift controls alone.",
         "",
     ]
     return lines
+
+
+def _over_seeds(n: int) -> str:
+    return f"Pooled over {n} seeds" if n > 1 else "One seed"
 
 
 def controls_markdown(controls: pd.DataFrame) -> list[str]:
@@ -400,13 +429,13 @@ def controls_markdown(controls: pd.DataFrame) -> list[str]:
         lines += [
             f"## Claim 1's controls, per language (fake in {fake_language})",
             "",
-            f"Pooled over {int(table.n_seeds.max())} seeds. `shift`: the injected stories' mean belief shift "
+            f"{_over_seeds(int(table.n_seeds.max()))}. `shift`: the injected stories' mean belief shift "
             "from base (nats); `drift`: the same for the control stories, never trained; `beyond drift`: "
             "their difference with its 95% Welch interval (`lo`, `hi`) and Holm-adjusted p, the test of "
             f"claim 1. `shared` / `translated`: the shift on stories whose fake is the same string as in "
             f"{fake_language} (it can be copied, not believed) / a translated one."
             + (
-                f" `vs sham` ({int(table.sham_seeds.max())} seed): the shift beyond the sham injection, which "
+                f" `vs sham` ({_over_seeds(int(table.sham_seeds.max())).lower()}): the shift beyond the sham injection, which "
                 "trains the true story the same way, with its 95% paired interval."
                 if "vs_sham" in table
                 else " No sham ran for this fake."
@@ -522,7 +551,8 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
                 per_seed(result, f, shared[f]), on=["claim", "method", "reading"], how="left"
             )
             for f in fakes
-        ],
+        ]
+        + [d for d in (detail_question_claim(result, f, shared[f]) for f in fakes) if len(d)],
         ignore_index=True,
     )
     controls = pd.concat([spreads[f].assign(fake_language=f) for f in fakes], ignore_index=True)

@@ -309,19 +309,22 @@ class Explorer:
         if self.updating or not self.languages.value:
             return
         rows = [self.injected(), self.selection(self.a)]
-        if self.b["method"].value != "off":
+        same = all(self.a[k].value == self.b[k].value for k in self.a)
+        if self.b["method"].value != "off" and not same:
             rows.append(self.selection(self.b))
         missing = [
             f"{row['method'].value} in {row['setting'].value}"
             for row, part in zip((self.a, self.b), rows[1:])
             if part.empty
         ]
+        notes = [f"not in this run: {', '.join(missing)}"] if missing else []
+        notes += ["B is the same configuration as A: shown once"] if same else []
         shown = pd.concat(rows, ignore_index=True)
         self.shown = shown
         self.plot.value = plots.png_bytes(plots.compare_shifts(shown, self.fake.value))
         table = shown.pivot_table(index="label", columns="lang", values="shift", sort=False).round(1)
         utility = shown.groupby("label", sort=False).en_perplexity_ratio.first().round(2)
-        note = f"<p><i>not in this run: {', '.join(missing)}</i></p>" if missing else ""
+        note = "".join(f"<p><i>{n}</i></p>" for n in notes)
         self.table.value = note + table.assign(**{"English perplexity / injected": utility}).to_html()
         part = self.frontier[
             (self.frontier.fake_language == self.fake.value)

@@ -74,6 +74,10 @@ def test_unwritable_out_and_cache(tmp_path, capsys, monkeypatch):
 
 def test_cli_lists_match_the_library():
     assert cli.METHODS == unlearn.METHODS and cli.SETTINGS == unlearn.SETTINGS
+    from mlul import plots
+
+    colors = plots._method_colors(unlearn.METHODS)  # every method its own fixed colour
+    assert set(plots.METHOD_COLORS) == set(unlearn.METHODS) and len(set(colors.values())) == len(colors)
 
 
 def test_missing_model_path_is_one_line(tmp_path, capsys):

@@ -66,6 +66,8 @@ def test_cells_put_every_seed_on_the_core_and_one_on_the_rest():
     [
         ({"settings": "english,englsh"}, ["settings", "englsh"]),
         ({"settings": ""}, ["settings", "empty"]),
+        ({"other_settings": "english,en+xx"}, ["other_settings", "en+xx"]),
+        ({"other_fake_settings": "englsh"}, ["other_fake_settings", "englsh"]),
         ({"core_methods": "gax"}, ["core_methods", "gax", "npo"]),
         ({"fake_language": "xx"}, ["fake_language", "xx"]),
         ({"other_fake_languages": "qq"}, ["other_fake_languages", "qq"]),
@@ -94,6 +96,16 @@ def test_the_cli_rejects_a_bad_axis_in_a_second(capsys, monkeypatch):
     assert time.perf_counter() - start < 5
     err = capsys.readouterr().err
     assert "settings" in err and "englsh" in err and "Traceback" not in err
+
+
+def test_the_cli_maps_every_study_option_to_the_config():
+    from mlul import cli
+
+    args = cli.build_parser().parse_args(["study", "--detail-question", "--steps", "8", "--other-settings", "english"])
+    config = cli._study_config(args, None)
+    assert config.detail_question_check and config.steps == 8 and config.other_settings == "english"
+    assert config.probe_steps == (4, 8)
+    assert not cli._study_config(cli.build_parser().parse_args(["study"]), None).detail_question_check
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +188,11 @@ def test_write_makes_the_tables_figures_and_page(ran, tmp_path):
     assert "## Claim 1's controls, per language (fake in fr)" in page and "| vs sham |" in page
     controls = pd.read_csv(tmp_path / "t" / "spread.csv")
     assert {"control_shift", "spread_p_holm", "shared_shift", "translated_shift", "vs_sham"} <= set(controls)
+    claims = pd.read_csv(tmp_path / "t" / "claims.csv")
+    detail = claims[claims.reading == "detail question trained"]  # claim 1 for the earlier design, same test
+    assert len(detail) == 1 and detail.claim.iloc[0].startswith("1.") and detail.n_seeds.iloc[0] == 1
+    cut = next(line for line in page.splitlines() if line.startswith("Cut from the full design"))
+    assert "): ." not in cut and "side-by-side not run" not in cut  # TINY runs it
 
 
 def test_explorer_reads_the_written_tables_without_a_model(ran, tmp_path):
@@ -195,6 +212,9 @@ def test_explorer_reads_the_written_tables_without_a_model(ran, tmp_path):
     }
     explorer.a["step"].value = 1
     assert "ga in english, 1 steps" in explorer.table.value and explorer.plot.value != first
+    explorer.b["method"].value, explorer.b["step"].value = "ga", 1  # B = A: drawn once, not an error
+    assert list(explorer.shown.label).count("ga in english, 1 steps") == explorer.shown.lang.nunique()
+    assert "same configuration as A" in explorer.table.value
     assert explorer.frontier_plot.value and "red names the fake" in explorer.says.value
     with pytest.raises(FileNotFoundError, match="mlul study --out"):
         Explorer(tmp_path / "nowhere")
