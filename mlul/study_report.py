@@ -575,6 +575,9 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
     result.development.to_csv(tables / "development.csv", index=False)
     result.utility.to_csv(tables / "utility.csv", index=False)
     answers(result, rows).to_csv(tables / "answers.csv", index=False)
+    side = detail_question_side_by_side(result, c.fake_language)
+    if len(side.columns) > 3:  # both injections ran
+        side.to_csv(tables / "detail_question.csv", index=False)
     core = fronts[fronts.fake_language == c.fake_language]
     plots.save(plots.unlearn_frontier(core, report.PERPLEXITY_RATIO, report.MARGIN), figures / "unlearn_frontier.png")
     first = grids[(grids.fake_language == c.fake_language) & (grids.method == "ga") & (grids.reading == "equal cost")]

@@ -191,6 +191,9 @@ def test_write_makes_the_tables_figures_and_page(ran, tmp_path):
     claims = pd.read_csv(tmp_path / "t" / "claims.csv")
     detail = claims[claims.reading == "detail question trained"]  # claim 1 for the earlier design, same test
     assert len(detail) == 1 and detail.claim.iloc[0].startswith("1.") and detail.n_seeds.iloc[0] == 1
+    side = pd.read_csv(tmp_path / "t" / "detail_question.csv")  # the page's side-by-side, per probe language
+    assert set(side.lang) == set(TINY.probe_languages.split(","))
+    assert {"fake rate, with it", "shift, with it"} <= set(side)
     cut = next(line for line in page.splitlines() if line.startswith("Cut from the full design"))
     assert "): ." not in cut and "side-by-side not run" not in cut  # TINY runs it
 
