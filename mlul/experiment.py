@@ -308,24 +308,44 @@ COST = {"probe": 1.0, "utility": 0.5, "inject": 3.0, "unlearn": 4.0}
 
 
 class Plan:
-    """A progress bar over a run's steps (their kinds), weighted by their cost."""
+    """A progress bar over a run's steps (their kinds), weighted by their cost.
 
-    def __init__(self, kinds: list[str], progress: bool = True):
-        total = sum(COST[kind] for kind in kinds)
+    The time left is estimated from the steps computed so far: a step read from the cache takes
+    no time and would make the rest look free (tqdm's own estimate counts it)."""
+
+    def __init__(self, kinds: list[str], progress: bool = True, cache: Cache | None = None):
+        self.left = sum(COST[kind] for kind in kinds)
+        self.cache = cache
+        self.computed_cost = 0.0
+        self.computed_seconds = 0.0
         self.bar = tqdm(
-            total=total,
+            total=self.left,
             desc="mlul",
             unit="step",
             disable=not progress or not kinds,
             file=sys.stderr,
-            bar_format="{desc}: {percentage:3.0f}% |{bar:20}| {elapsed} elapsed, {remaining} left",
+            bar_format="{desc}: {percentage:3.0f}% |{bar:20}| {elapsed} elapsed{postfix}",
         )
+        self.bar.set_postfix_str("? left", refresh=False)
 
     def start(self, what: str) -> None:
+        self._began = time.perf_counter()
+        self._misses = self.cache.misses if self.cache else 0
         self.bar.set_description_str(f"mlul: {what}")
 
     def done(self, kind: str) -> None:
+        self.left -= COST[kind]
+        if self.cache is None or self.cache.misses > self._misses:
+            self.computed_cost += COST[kind]
+            self.computed_seconds += time.perf_counter() - self._began
+        self.bar.set_postfix_str(f"{self.time_left()} left", refresh=False)
         self.bar.update(COST[kind])
+
+    def time_left(self) -> str:
+        """The estimate shown: '?' until a step has been computed, then m:ss (or h:mm:ss)."""
+        if not self.computed_cost:
+            return "?" if self.left else "00:00"
+        return tqdm.format_interval(self.computed_seconds / self.computed_cost * self.left)
 
     def close(self) -> None:
         self.bar.close()
@@ -352,7 +372,7 @@ def spread(config: SpreadConfig = FAST, lab: Lab | None = None, progress: bool =
     lab = lab or Lab(config.model, config.device, data=config.data)
     mark = len(lab._used)
     inject_langs = languages.resolve(config.inject_languages, available=lab.data.languages)
-    plan = Plan(["probe"] + ["inject"] * len(inject_langs) * (2 if config.sham else 1), progress)
+    plan = Plan(["probe"] + ["inject"] * len(inject_langs) * (2 if config.sham else 1), progress, lab.cache)
     plan.start("probing the base model")
     base = lab.probe_base(config)
     plan.done("probe")
@@ -500,7 +520,7 @@ def reproduce(config: ReproduceConfig | None = None, lab: Lab | None = None, pro
     original = config.inject_language
     inject_config = replace(config.spread.inject, fake_languages=original)
     cells = [(m, s) for m in _split(config.methods) for s in _split(config.settings)]
-    plan = Plan(["probe", "inject"] + ["inject"] * config.spread.sham + ["unlearn"] * len(cells), progress)
+    plan = Plan(["probe", "inject"] + ["inject"] * config.spread.sham + ["unlearn"] * len(cells), progress, lab.cache)
     plan.start("probing the base model")
     base = lab.probe_base(config.spread)
     plan.done("probe")

@@ -20,7 +20,7 @@ import pandas as pd
 
 from mlul import languages
 from mlul.data import item_key
-from mlul.experiment import FAST, Lab, ReproduceConfig, SpreadConfig, _sham, _split, run_unlearning
+from mlul.experiment import FAST, Lab, Plan, ReproduceConfig, SpreadConfig, _sham, _split, run_unlearning
 from mlul.inject import InjectConfig
 from mlul.models import DEFAULT_MODEL
 from mlul.tables import with_shifts
@@ -279,8 +279,6 @@ class StudyResult:
 
 def run(config: StudyConfig | None = None, lab: Lab | None = None, progress: bool = True, log=print) -> StudyResult:
     """The whole study, each step cached (rerun the same command to resume)."""
-    from tqdm.auto import tqdm
-
     config = config or StudyConfig()
     start = time.perf_counter()
     lab = lab or Lab(config.model, config.device, data=config.data)
@@ -334,7 +332,7 @@ def run(config: StudyConfig | None = None, lab: Lab | None = None, progress: boo
     extra += [(0, lang, "sham", False) for lang in spread_langs]
     if config.detail_question_check:
         extra.append((0, config.fake_language, "fake", True))
-    bar = tqdm(total=len(grid) + len(extra), desc="mlul study", unit="step", disable=not progress)
+    plan = Plan(["unlearn"] * len(grid) + ["inject"] * len(extra), progress, lab.cache)
     unlearn = UnlearnConfig(
         steps=config.steps,
         lr=config.unlearn_lr,
@@ -343,9 +341,7 @@ def run(config: StudyConfig | None = None, lab: Lab | None = None, progress: boo
         specificity=False,  # not read by any verdict; a probe's time per cell
     )
     for cell in grid:
-        bar.set_description_str(
-            f"mlul study: {cell.method} in {cell.setting}, fake {cell.fake_language}, seed {cell.seed}"
-        )
+        plan.start(f"study: {cell.method} in {cell.setting}, fake {cell.fake_language}, seed {cell.seed}")
         spread, inj = injected(cell.seed, cell.fake_language)
         repro = ReproduceConfig(spread=replace(spread, inject=inj), inject_language=cell.fake_language)
         out = run_unlearning(lab, repro, replace(unlearn, method=cell.method, setting=cell.setting, seed=cell.seed))
@@ -366,12 +362,12 @@ def run(config: StudyConfig | None = None, lab: Lab | None = None, progress: boo
         utilities.append(
             tag(along, cell.seed, cell.fake_language, "unlearned", cell.method, cell.setting).assign(part=cell.part)
         )
-        bar.update()
+        plan.done("unlearn")
     for seed, lang, version, detail in extra:
-        bar.set_description_str(f"mlul study: inject {lang} ({version}{', detail question' if detail else ''})")
+        plan.start(f"study: inject {lang} ({version}{', detail question' if detail else ''})")
         injected(seed, lang, version, detail)
-        bar.update()
-    bar.close()
+        plan.done("inject")
+    plan.close()
     return StudyResult(
         config,
         development,

@@ -133,3 +133,20 @@ def test_own_data_file_runs_and_its_hash_is_in_the_key(tiny, tokenizer, tmp_path
     first = lab.data.fingerprint
     path.write_text(path.read_text().replace('story-1"', 'story-1b"'))
     assert tiny_lab(tiny, tokenizer, tmp_path / "cache", data=str(path)).data.fingerprint != first
+
+
+def test_the_time_left_counts_only_computed_steps(tmp_path, monkeypatch):
+    from mlul.cache import Cache
+
+    clock = iter([0.0, 0.0, 60.0])  # starts of a cached probe and of an injection, its end at 60 s
+    monkeypatch.setattr(experiment.time, "perf_counter", lambda: next(clock))
+    cache = Cache(tmp_path)
+    plan = experiment.Plan(["probe", "inject", "inject"], progress=False, cache=cache)
+    assert plan.time_left() == "?"
+    plan.start("probe")
+    plan.done("probe")  # read from the cache: misses unchanged
+    assert plan.time_left() == "?"  # a cached step says nothing about the time of the rest
+    plan.start("inject")
+    cache.misses += 1  # as Cache.get does when it computes
+    plan.done("inject")
+    assert plan.time_left() == "01:00"  # the other injection, at the same rate
