@@ -318,7 +318,8 @@ def paper_grid(result, fake_language: str, method: str = "ga", reading: str = "e
 
 def detail_question_side_by_side(result, fake_language: str) -> pd.DataFrame:
     """Seed 0, fake in `fake_language`: the mean shift from base per probe language on the injected
-    stories, trained without the detail question (the reported runs) and with it (as before)."""
+    stories, trained without the detail question (the reported runs) and with it (as before).
+    Empty unless both injections ran."""
     probes = result.probes[(result.probes.seed == 0) & result.probes.fake_language.isin([fake_language, "-"])]
     base = probes[probes.stage == "base"].assign(id=lambda f: f.id.astype(str))
     columns = {}
@@ -329,7 +330,7 @@ def detail_question_side_by_side(result, fake_language: str) -> pd.DataFrame:
         table = language_table(part, base, fake_language)
         columns[f"shift, {name}"] = table.set_index("lang").margin_shift.round(1)
         columns[f"fake rate, {name}"] = table.set_index("lang").fake_rate.round(2)
-    return pd.DataFrame(columns).reset_index()
+    return pd.DataFrame(columns).reset_index() if len(columns) == 4 else pd.DataFrame()
 
 
 def manipulation_verdict(result) -> str:
@@ -492,7 +493,7 @@ def markdown(
     if controls is not None:
         lines += controls_markdown(controls)
     side = detail_question_side_by_side(result, c.fake_language)
-    if len(side.columns) > 3:
+    if len(side):
         lines += ["## The detail question in training, side by side (seed 0)", "", markdown_table(side), ""]
     lines += ran_and_cut(result) + [
         "## What might differ from the paper",
@@ -576,7 +577,7 @@ def write(result, lab, tables: Path, figures: Path, doc: Path | None, argv: list
     result.utility.to_csv(tables / "utility.csv", index=False)
     answers(result, rows).to_csv(tables / "answers.csv", index=False)
     side = detail_question_side_by_side(result, c.fake_language)
-    if len(side.columns) > 3:  # both injections ran
+    if len(side):
         side.to_csv(tables / "detail_question.csv", index=False)
     core = fronts[fronts.fake_language == c.fake_language]
     plots.save(plots.unlearn_frontier(core, report.PERPLEXITY_RATIO, report.MARGIN), figures / "unlearn_frontier.png")
