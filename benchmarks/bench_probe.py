@@ -85,6 +85,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=6)
     parser.add_argument("--langs", default="all")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--batch-sizes", default="", help="also time mlul's probe at these batch sizes (comma-separated, e.g. 64,128)"
+    )
     args = parser.parse_args()
     describe_machine(args.threads)
     model, tokenizer = load_model()
@@ -114,6 +117,14 @@ def main() -> None:
     start = time.perf_counter()
     probe(model, tokenizer, rows, generation=False, specificity=False, progress=False)
     score_s = time.perf_counter() - start
+    sweep = {}  # batch size -> (seconds, table) of this probe, and seconds of the study's in-between probe
+    for size in [32, *[int(b) for b in args.batch_sizes.split(",") if b]] if args.batch_sizes else []:
+        start = time.perf_counter()
+        sized = probe(model, tokenizer, rows, specificity=False, progress=False, batch_size=size)
+        seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        probe(model, tokenizer, rows, generation=False, progress=False, batch_size=size)  # with controls
+        sweep[size] = (seconds, sized, time.perf_counter() - start)
     peak = (peak_before + matmul_flops_per_second()) / 2
 
     margin_diff = max(abs(m - n[1]) for m, n in zip(table.margin, naive))
@@ -125,6 +136,15 @@ def main() -> None:
         for a, n, r in zip(table.answer, naive, rows)
     )
     flops, tokens = needed_flops(model, tokenizer, rows, limit)
+    for size, (seconds, sized, in_between_s) in sweep.items():
+        diff = float(abs(sized.margin.to_numpy() - table.margin.to_numpy()).max())
+        same_answers = (sized.answer == table.answer).mean()
+        print(
+            f"batch {size:3d}: mlul probe {seconds:5.1f} s = {naive_s / seconds:.1f}x over the naive path, "
+            f"{flops / seconds / peak:.0%} of the matmul rate; scoring with controls, no generation (the "
+            f"study's in-between probe) {in_between_s:5.1f} s; max |margin difference| {diff:.1e}, "
+            f"same answers {same_answers:.0%}"
+        )
     print(f"pairs (item x language): {len(rows)}; generation limit {limit} tokens (naive: {NAIVE_NEW_TOKENS})")
     print(f"naive HF baseline:   {naive_s:6.1f} s = {len(rows) / naive_s:.2f} pairs/s")
     print(
