@@ -8,7 +8,7 @@ weight. This benchmark measures what a chunked function with the weight's gradie
 before it goes into `lm`: it recomputes each chunk's logits in the backward pass (one more
 projection) and never holds more than a chunk of them. Gradients are checked against autograd.
 
-    python -m benchmarks.bench_head [--rows 2560] [--chunk 256] [--repeats 3]
+    python -m benchmarks.bench_head [--rows 2560] [--chunk ROWS] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import describe_machine, matmul_flops_per_second
+from mlul.lm import HEAD_CHUNK_BYTES
 from mlul.models import load_model
 
 
@@ -76,7 +77,7 @@ def timed(loss_fn, hidden, weight, targets, repeats: int) -> tuple[float, torch.
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2560, help="labelled positions in a batch")
-    parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--chunk", type=int, default=None, help="rows a chunk (default: as lm chunks LoRA runs)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -86,17 +87,18 @@ def main() -> None:
     torch.manual_seed(0)
     hidden = torch.randn(args.rows, weight.shape[1]) * 0.5
     targets = torch.randint(0, weight.shape[0], (args.rows,))
+    chunk = args.chunk or max(1, HEAD_CHUNK_BYTES // (4 * weight.shape[0]))
     peak = matmul_flops_per_second()
 
     chunked_s, chunked_h, chunked_w = timed(
-        lambda h, w, t: chunked_loss(h, w, t, args.chunk), hidden, weight, targets, args.repeats
+        lambda h, w, t: chunked_loss(h, w, t, chunk), hidden, weight, targets, args.repeats
     )
     rss_chunked = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     plain_s, plain_h, plain_w = timed(plain_loss, hidden, weight, targets, args.repeats)
     rss_plain = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
     head_flops = 2.0 * args.rows * weight.numel()  # one projection of every row
-    print(f"rows {args.rows}, vocabulary {weight.shape[0]}, width {weight.shape[1]}, chunk {args.chunk}")
+    print(f"rows {args.rows}, vocabulary {weight.shape[0]}, width {weight.shape[1]}, chunk {chunk}")
     print(
         f"plain autograd:   {plain_s:6.2f} s (3 projections: {3 * head_flops / plain_s / peak:.0%} of the matmul rate)"
     )

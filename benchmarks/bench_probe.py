@@ -13,6 +13,7 @@ limit of the longest answer form plus a margin.
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 
 import torch
@@ -80,13 +81,30 @@ def needed_flops(model, tokenizer, rows, limit: int) -> tuple[float, int]:
     return flops + steps * (body + head), steps + len(groups)
 
 
+DEFAULT_BATCH = inspect.signature(probe).parameters["batch_size"].default
+
+
+def batch_sizes(text: str) -> list[int]:
+    """`--batch-sizes 64,128` as [64, 128]; a clear error for anything but positive integers."""
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 64,128") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, e.g. 64,128; got {text!r}")
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=6)
     parser.add_argument("--langs", default="all")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument(
-        "--batch-sizes", default="", help="also time mlul's probe at these batch sizes (comma-separated, e.g. 64,128)"
+        "--batch-sizes",
+        type=batch_sizes,
+        default=[],
+        help="also time mlul's probe at these batch sizes (comma-separated, e.g. 64,128), beside its default",
     )
     args = parser.parse_args()
     describe_machine(args.threads)
@@ -117,8 +135,10 @@ def main() -> None:
     start = time.perf_counter()
     probe(model, tokenizer, rows, generation=False, specificity=False, progress=False)
     score_s = time.perf_counter() - start
-    sweep = {}  # batch size -> (seconds, table) of this probe, and seconds of the study's in-between probe
-    for size in [32, *[int(b) for b in args.batch_sizes.split(",") if b]] if args.batch_sizes else []:
+    # The default batch again beside the others: its two timings show the run-to-run noise.
+    sizes = [DEFAULT_BATCH, *args.batch_sizes] if args.batch_sizes else []
+    sweep = {}  # batch size -> (seconds, table, seconds of the study's in-between probe)
+    for size in sizes:
         start = time.perf_counter()
         sized = probe(model, tokenizer, rows, specificity=False, progress=False, batch_size=size)
         seconds = time.perf_counter() - start
